@@ -1,0 +1,39 @@
+"""The seam between the core and a transport: what a session needs from its connection.
+
+A transport implements :class:`Peer`; the core calls it and never touches sockets. Tests use an
+in-memory peer that records what it was sent.
+"""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from serouter.core.messages import Outgoing
+
+
+class Peer(Protocol):
+    """One connection, as the core sees it."""
+
+    def send(self, message: Outgoing) -> None:
+        """Serialize and queue ``message`` for the peer (never blocks, never raises)."""
+
+    def close(self) -> None:
+        """Close the connection once what was queued has been written."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportInfo:
+    """What the transport knows about the peer: used for logs, the meta API and, later, labels.
+
+    Only fields the kernel (or hypervisor) vouches for may ever feed an access decision:
+    ``peer_uid``/``peer_gid``/``peer_pid`` come from SO_PEERCRED, never from the client.
+    """
+
+    kind: str  # "websocket" | "rawsocket"
+    serializer: str  # "json" | "msgpack" | "cbor"
+    peer: str  # e.g. "tcp4:127.0.0.1:53122", "unix"
+    listener: str = ""  # the listener's endpoint string
+    secure: bool = False  # TLS
+    peer_uid: int | None = None
+    peer_gid: int | None = None
+    peer_pid: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,147 @@
+"""A realm: its sessions, its dealer and broker, and the one place access is checked.
+
+Every action a session asks for passes :meth:`Realm.dispatch`: the URI is validated, the access
+check is asked once, and only then does the dealer or broker see the message. Their answers
+(lists of ``(session, message)``) are delivered here, so neither of them does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from serouter.core import uris
+from serouter.core.access import AccessCheck, AccessCheckFailed, Action
+from serouter.core.broker import Broker
+from serouter.core.dealer import Dealer
+from serouter.core.ids import IdGenerator
+from serouter.core.messages import (
+    CALL,
+    PUBLISH,
+    REGISTER,
+    SUBSCRIBE,
+    Call,
+    Error,
+    Incoming,
+    InvocationError,
+    Publish,
+    Register,
+    Subscribe,
+    Unregister,
+    Unsubscribe,
+    Yield,
+)
+
+if TYPE_CHECKING:
+    from serouter.core.session import Session
+
+log = Logger(namespace="serouter.realm")
+
+Deliveries = list[tuple["Session", Any]]
+
+
+def error_reply(request_type: int, request: int, error: str, message: str | None = None) -> Error:
+    """The one builder of ERROR replies: an optional human-readable message as Arguments[0]."""
+    return Error(request_type, request, {}, error, [message] if message else None)
+
+
+class Realm:
+    """Sessions joined to one realm name, and the routing between them."""
+
+    def __init__(self, name: str, access: AccessCheck, ids: IdGenerator) -> None:
+        self.name = name
+        self.access = access
+        self.sessions: dict[int, Session] = {}
+        self.dealer = Dealer(ids)
+        self.broker = Broker(ids)
+        # The roles (and features) announced in WELCOME: what is implemented, no more.
+        self.roles: dict[str, Any] = {"broker": {"features": {}}, "dealer": {"features": {}}}
+        self._handlers: dict[type, Callable[[Session, Any], Deliveries]] = {
+            Call: self._call,
+            Yield: self.dealer.yield_,
+            InvocationError: self.dealer.invocation_error,
+            Register: self._register,
+            Unregister: self.dealer.unregister,
+            Publish: self._publish,
+            Subscribe: self._subscribe,
+            Unsubscribe: self.broker.unsubscribe,
+        }
+
+    # -- membership ----------------------------------------------------------------------
+
+    def join(self, session: Session) -> None:
+        self.sessions[session.id] = session
+
+    def leave(self, session: Session) -> None:
+        """A session left (GOODBYE, ABORT, lost connection): free all it held, tell others."""
+        self.sessions.pop(session.id, None)
+        self.broker.remove_session(session)
+        self._deliver(self.dealer.remove_session(session))
+
+    # -- the access check ------------------------------------------------------------------
+
+    def authorize(self, session: Session, action: Action, uri: str) -> str | None:
+        """None if allowed, else the error URI to answer with."""
+        try:
+            allowed = self.access.check(session.subject, action, self.name, uri)
+        except AccessCheckFailed as e:
+            log.error(
+                "access check failed: {action} {uri} by session {session}: {error}",
+                action=action.value, uri=uri, session=session.id, error=str(e),
+            )
+            return uris.AUTHORIZATION_FAILED
+        except Exception:
+            log.failure("access check raised: {action} {uri}", action=action.value, uri=uri)
+            return uris.AUTHORIZATION_FAILED
+        return None if allowed else uris.NOT_AUTHORIZED
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def dispatch(self, session: Session, msg: Incoming) -> None:
+        """Route one message from an established session."""
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            session.protocol_violation(f"{type(msg).__name__.upper()} is not allowed here")
+            return
+        self._deliver(handler(session, msg))
+
+    @staticmethod
+    def _deliver(deliveries: Deliveries) -> None:
+        for target, message in deliveries:
+            target.send(message)
+
+    def _checked(
+        self, session: Session, action: Action, request_type: int, request: int, uri: str
+    ) -> Error | None:
+        """Validate the URI and ask the access check; the ERROR to send if either says no."""
+        if not uris.is_valid_uri(uri):
+            return error_reply(request_type, request, uris.INVALID_URI, f"invalid URI {uri!r}")
+        error = self.authorize(session, action, uri)
+        return None if error is None else error_reply(request_type, request, error)
+
+    def _call(self, session: Session, msg: Call) -> Deliveries:
+        refused = self._checked(session, Action.CALL, CALL, msg.request, msg.procedure)
+        if refused is not None:
+            return [(session, refused)]
+        return self.dealer.call(session, msg)
+
+    def _register(self, session: Session, msg: Register) -> Deliveries:
+        refused = self._checked(session, Action.REGISTER, REGISTER, msg.request, msg.procedure)
+        if refused is not None:
+            return [(session, refused)]
+        return self.dealer.register(session, msg)
+
+    def _subscribe(self, session: Session, msg: Subscribe) -> Deliveries:
+        refused = self._checked(session, Action.SUBSCRIBE, SUBSCRIBE, msg.request, msg.topic)
+        if refused is not None:
+            return [(session, refused)]
+        return self.broker.subscribe(session, msg)
+
+    def _publish(self, session: Session, msg: Publish) -> Deliveries:
+        refused = self._checked(session, Action.PUBLISH, PUBLISH, msg.request, msg.topic)
+        if refused is not None:
+            # An unacknowledged publication gets no answer, not even a refusal.
+            return [(session, refused)] if msg.options.get("acknowledge") is True else []
+        return self.broker.publish(session, msg)

@@ -1,0 +1,56 @@
+"""Every URI the router sends, as named constants, and URI validation.
+
+Error and close URIs are from the WAMP spec (``rfc/text/basic/uri_reference.md`` and the
+Advanced Profile). Code never spells a ``wamp.*`` URI inline: it uses these names.
+"""
+
+import re
+
+# -- errors (Basic Profile)
+INVALID_URI = "wamp.error.invalid_uri"
+NO_SUCH_PROCEDURE = "wamp.error.no_such_procedure"
+PROCEDURE_ALREADY_EXISTS = "wamp.error.procedure_already_exists"
+NO_SUCH_REGISTRATION = "wamp.error.no_such_registration"
+NO_SUCH_SUBSCRIPTION = "wamp.error.no_such_subscription"
+INVALID_ARGUMENT = "wamp.error.invalid_argument"
+CANCELED = "wamp.error.canceled"
+PAYLOAD_SIZE_EXCEEDED = "wamp.error.payload_size_exceeded"
+PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
+NOT_AUTHORIZED = "wamp.error.not_authorized"
+AUTHORIZATION_FAILED = "wamp.error.authorization_failed"
+NO_SUCH_REALM = "wamp.error.no_such_realm"
+NO_SUCH_ROLE = "wamp.error.no_such_role"
+
+# -- errors (Advanced Profile; used once the features that need them exist)
+NO_SUCH_SESSION = "wamp.error.no_such_session"
+OPTION_NOT_ALLOWED = "wamp.error.option_not_allowed"
+NETWORK_FAILURE = "wamp.error.network_failure"
+TIMEOUT = "wamp.error.timeout"
+NO_AVAILABLE_CALLEE = "wamp.error.no_available_callee"
+
+# -- session close reasons
+SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
+CLOSE_REALM = "wamp.close.close_realm"
+GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
+
+# Loose URIs allow any non-whitespace component without "." or "#"; empty components are
+# only allowed in patterns (later), never in concrete URIs. The router accepts loose URIs
+# because real clients use mixed case and dashes; "wamp." is reserved for the router.
+_LOOSE_URI = re.compile(r"^([^\s.#]+\.)*([^\s.#]+)\Z")
+_STRICT_URI = re.compile(r"^([0-9a-z_]+\.)*([0-9a-z_]+)\Z")
+RESERVED_PREFIX = "wamp."
+
+
+def is_valid_uri(uri: object) -> bool:
+    """A concrete (non-pattern) URI in WAMP's loose form."""
+    return isinstance(uri, str) and _LOOSE_URI.match(uri) is not None
+
+
+def is_strict_uri(uri: str) -> bool:
+    """A URI in WAMP's strict form (lower-case letters, digits, ``_``): used for realm names."""
+    return _STRICT_URI.match(uri) is not None
+
+
+def is_reserved(uri: str) -> bool:
+    """URIs under ``wamp.`` belong to the router (meta API); clients may not register them."""
+    return uri.startswith(RESERVED_PREFIX)
