@@ -1,0 +1,54 @@
+"""WAMP over RawSocket: the Twisted protocol around the sans-IO codec."""
+
+from __future__ import annotations
+
+from serouter.serializers import BY_RAWSOCKET_ID
+from serouter.transport._base import WampProtocol, WampServerFactory, log
+from serouter.transport._rawsocket_codec import RawSocketError, RawSocketServerCodec
+
+
+class RawSocketProtocol(WampProtocol):
+    """One RawSocket connection."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        f = self.factory
+        self.codec = RawSocketServerCodec(
+            {s.rawsocket_id for s in f.serializers}, f.max_message_size
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        codec = self.codec
+        try:
+            payloads = codec.receive_data(data)
+        except RawSocketError as e:
+            log.info("rawsocket error from {peer}: {error}", peer=self._peer_string(), error=e)
+            self._flush()
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        if self.session is None and codec.serializer_id:
+            self._flush()
+            self.start_session(BY_RAWSOCKET_ID[codec.serializer_id], "rawsocket", {})
+        for payload in payloads:
+            self.payload_received(payload)
+        if codec.has_output:
+            self._flush()
+
+    def _flush(self) -> None:
+        out = self.codec.data_to_send()
+        if out:
+            self.transport.write(out)  # type: ignore[union-attr]
+
+    def send_payload(self, data: bytes) -> None:
+        self.transport.write(RawSocketServerCodec.frame(data))  # type: ignore[union-attr]
+
+    def max_outgoing(self) -> int:
+        return self.codec.peer_max
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        self.transport.write(RawSocketServerCodec.ping(payload))  # type: ignore[union-attr]
+
+
+class RawSocketFactory(WampServerFactory):
+    protocol = RawSocketProtocol
+    kind = "rawsocket"

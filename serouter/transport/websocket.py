@@ -1,0 +1,78 @@
+"""WAMP over WebSocket: the Twisted protocol around the sans-IO codec (``_wscodec``)."""
+
+from __future__ import annotations
+
+from serouter.serializers import BY_SUBPROTOCOL, Serializer
+from serouter.transport._base import WampProtocol, WampServerFactory, log
+from serouter.transport._wscodec import (
+    Accepted,
+    CloseReceived,
+    Failed,
+    Message,
+    Pong,
+    WebSocketServerConnection,
+)
+
+
+class WebSocketProtocol(WampProtocol):
+    """One WebSocket connection."""
+
+    factory: WebSocketFactory
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        f = self.factory
+        self.codec = WebSocketServerConnection(
+            path=f.path,
+            subprotocols=[s.subprotocol for s in f.serializers],
+            max_message_size=f.max_message_size,
+        )
+        self.pongs = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        codec = self.codec
+        for event in codec.receive_data(data):
+            kind = type(event)
+            if kind is Message:
+                self.payload_received(event.data)  # type: ignore[union-attr]
+            elif kind is Accepted:
+                self._flush()
+                self._accepted(event)  # type: ignore[arg-type]
+            elif kind is Pong:
+                self.pongs += 1
+            elif kind is CloseReceived or kind is Failed:
+                if kind is Failed:
+                    log.info("websocket failure from {peer}: {reason}",
+                             peer=self._peer_string(), reason=event.reason)  # type: ignore[union-attr]
+                self._flush()
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+        self._flush()
+
+    def _accepted(self, event: Accepted) -> None:
+        serializer: Serializer = BY_SUBPROTOCOL[event.subprotocol]
+        self.start_session(serializer, "websocket", {"path": event.path})
+
+    def _flush(self) -> None:
+        out = self.codec.data_to_send()
+        if out:
+            self.transport.write(out)  # type: ignore[union-attr]
+
+    def send_payload(self, data: bytes) -> None:
+        assert self.serializer is not None
+        frame = self.codec.send_message(data if self.serializer.binary else data.decode())
+        self.transport.write(frame)  # type: ignore[union-attr]
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        self.transport.write(self.codec.send_ping(payload))  # type: ignore[union-attr]
+
+    def close_transport(self) -> None:
+        if not self.codec.closed:
+            self.transport.write(self.codec.send_close(1000))  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class WebSocketFactory(WampServerFactory):
+    protocol = WebSocketProtocol
+    kind = "websocket"
+    path = "/ws"
