@@ -21,6 +21,7 @@ from twisted.logger import (
 
 from serouter import __version__
 from serouter.config import Config, ConfigError, load_config
+from serouter.service import RouterDaemon, install_shutdown
 
 LOG_LEVELS = {
     "debug": LogLevel.debug,
@@ -68,8 +69,6 @@ def start_logging(level: str, out: TextIO) -> None:
 
 def run(config: Config, reactor: Any) -> int:
     """Start the daemon on ``reactor`` and run until a signal stops it."""
-    from serouter.service import RouterDaemon, install_shutdown
-
     daemon = RouterDaemon(config, reactor)
     status = {"code": 0}
 
@@ -98,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"serouter: {e}", file=sys.stderr)
         return 1
     start_logging(args.log_level or config.router.log_level, sys.stdout)
-    from twisted.internet import reactor
+    # Importing the reactor installs it: only once we know we are going to run.
+    from twisted.internet import reactor  # noqa: PLC0415
 
     return run(config, reactor)
 

@@ -58,7 +58,9 @@ class RouterDaemon:
         """Listen on every configured endpoint; if one fails, close the others and fail."""
         try:
             for listener in self.config.listeners:
-                endpoint = serverFromString(self.reactor, server_endpoint_string(listener))
+                endpoint = serverFromString(  # type: ignore[no-untyped-call]
+                    self.reactor, server_endpoint_string(listener)
+                )
                 factory = make_factory(self.router, self.reactor, listener)
                 port = yield endpoint.listen(factory)
                 self.ports.append(port)
@@ -101,7 +103,7 @@ def _sleep(clock: IReactorTime, seconds: float) -> defer.Deferred[None]:
 
 
 def _address(port: IListeningPort) -> str:
-    host = port.getHost()
+    host: Any = port.getHost()
     if hasattr(host, "port"):
         return f"{host.host}:{host.port}"
     name = getattr(host, "name", "")

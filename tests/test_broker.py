@@ -8,7 +8,7 @@ def test_publish_reaches_subscribers_but_not_publisher() -> None:
     """Every subscriber but the publisher gets one EVENT with the payload."""
     router = make_router()
     subs = [connect(router) for _ in range(3)]
-    for s, p in subs:
+    for s, _ in subs:
         send(s, 32, 1, {}, "com.example.topic")
     sub_ids = {p.wire()[0][2] for _, p in subs}
     assert len(sub_ids) == 1

@@ -26,7 +26,7 @@ def test_call_reaches_callee_and_result_reaches_caller() -> None:
 
 def test_invocation_ids_are_per_callee_sequential() -> None:
     """The router's INVOCATION request IDs count up from 1 in the callee's scope."""
-    _, callee, cpeer, caller, kpeer, _ = setup_call()
+    _, _, cpeer, caller, _, _ = setup_call()
     for req in (1, 2, 3):
         send(caller, 48, req, {}, "com.example.add")
     assert [m[1] for m in cpeer.wire()] == [1, 2, 3]
@@ -86,7 +86,7 @@ def test_unregister_and_no_such_registration() -> None:
 
 def test_callee_leaving_fails_outstanding_calls_at_once() -> None:
     """When a callee goes, each of its in-flight calls gets an ERROR immediately."""
-    router, callee, cpeer, caller, kpeer, _ = setup_call()
+    router, callee, _, caller, kpeer, _ = setup_call()
     send(caller, 48, 1, {}, "com.example.add")
     send(caller, 48, 2, {}, "com.example.add")
     router.close_session(callee)

@@ -33,7 +33,11 @@ def test_handshake_reply_announces_our_limit_and_serializer() -> None:
 
 @pytest.mark.parametrize(
     ("hs", "error"),
-    [(bytes((0x7F, 0xF3, 0, 0)), 1), (bytes((0x7F, 0xF2, 1, 0)), 3), (bytes((0x7F, 0xF2, 0, 9)), 3)],
+    [
+        (bytes((0x7F, 0xF3, 0, 0)), 1),
+        (bytes((0x7F, 0xF2, 1, 0)), 3),
+        (bytes((0x7F, 0xF2, 0, 9)), 3),
+    ],
 )
 def test_handshake_errors_are_replied(hs: bytes, error: int) -> None:
     """Unsupported serializer and reserved bits get the spec's error reply."""
@@ -61,7 +65,8 @@ def test_frames_split_at_every_offset() -> None:
     """However the stream is cut, the same payloads come out, pings answered once each."""
     stream = HANDSHAKE + frame(b"a" * 300) + frame(b"p", 1) + frame(b"") + frame(b"x" * 5)
     for cut in range(1, len(stream)):
-        for parts in ([stream[:cut], stream[cut:]], [stream[i:i + cut] for i in range(0, len(stream), cut)]):
+        chunks = [stream[i : i + cut] for i in range(0, len(stream), cut)]
+        for parts in ([stream[:cut], stream[cut:]], chunks):
             c = codec()
             got = [p for part in parts for p in c.receive_data(part)]
             assert got == [b"a" * 300, b"", b"x" * 5], cut

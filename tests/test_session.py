@@ -120,7 +120,7 @@ def test_abort_from_client_closes_and_cleans_up() -> None:
 def test_connection_lost_frees_everything() -> None:
     """A lost connection removes the session from its realm and its registrations."""
     router = make_router()
-    session, peer = connect(router)
+    session, _ = connect(router)
     send(session, 64, 1, {}, "a.b")
     router.close_session(session)
     assert router.realms["realm1"].dealer.lookup("a.b") is None

@@ -9,6 +9,7 @@ Message objects are plain slotted dataclasses, treated as immutable: frozen data
 five times as much to build, and these are built on every hop.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
@@ -445,7 +446,7 @@ def _yield(m: list[Any]) -> Yield:
     return Yield(_id(m[1], "YIELD.Request"), _dict(m[2], "YIELD.Options"), args, kwargs)
 
 
-_PARSERS = {
+_PARSERS: dict[int, Callable[[list[Any]], Incoming]] = {
     HELLO: _hello,
     GOODBYE: _goodbye,
     ABORT: _abort,
@@ -467,6 +468,6 @@ def parse(raw: object) -> Incoming:
     code = raw[0]
     parser = _PARSERS.get(code) if type(code) is int else None
     if parser is None:
-        raise ProtocolViolation(f"message type {type_name(code) if type(code) is int else repr(code)} "
-                                "is not one a router accepts")
+        what = type_name(code) if type(code) is int else repr(code)
+        raise ProtocolViolation(f"message type {what} is not one a router accepts")
     return parser(raw)

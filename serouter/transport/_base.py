@@ -12,7 +12,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -74,7 +74,7 @@ class WampProtocol(Protocol):
             self.factory.handshake_timeout, self._handshake_timed_out
         )
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
         if self.session is not None:
             session, self.session = self.session, None
@@ -87,7 +87,7 @@ class WampProtocol(Protocol):
         self.serializer = serializer
         self.session = self.factory.router.open_session(self, self._transport_info(kind, extra))
 
-    def payload_received(self, payload: bytes) -> None:
+    def payload_received(self, payload: bytes | str) -> None:
         """One complete WAMP message arrived."""
         session = self.session
         if session is None:

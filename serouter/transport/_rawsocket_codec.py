@@ -22,8 +22,7 @@ MAX_PING = 4096  # pings and pongs carry a token, not data: refuse big ones befo
 
 def length_exponent(max_message_size: int) -> int:
     """The largest exponent e with 2**(9+e) <= max_message_size (what we announce)."""
-    e = max(0, min(15, max_message_size.bit_length() - 10))
-    return e
+    return max(0, min(15, max_message_size.bit_length() - 10))
 
 
 class RawSocketError(Exception):
@@ -74,11 +73,7 @@ class RawSocketServerCodec:
         else:
             buf = data
         if not self.serializer_id:
-            if len(buf) < 4:
-                self._buf, self._need = bytearray(buf), 4
-                return []
-            self._handshake(buf[:4])
-            buf = buf[4:]
+            buf = self._handshake(buf)
         payloads: list[bytes] = []
         pos, n = 0, len(buf)
         while n - pos >= 4:
@@ -95,10 +90,8 @@ class RawSocketServerCodec:
                 break
             if ftype == FRAME_MESSAGE:
                 payloads.append(buf[pos + 4 : end])
-            elif ftype == FRAME_PING:
-                self._out.append(bytes((FRAME_PONG,)) + buf[pos + 1 : end])
             else:
-                self.pongs += 1
+                self._control(ftype, buf[pos + 1 : end])
             pos = end
         if pos < n:
             self._buf = bytearray(buf[pos:])
@@ -106,7 +99,18 @@ class RawSocketServerCodec:
                 self._need = 4
         return payloads
 
-    def _handshake(self, hs: bytes) -> None:
+    def _control(self, ftype: int, length_and_payload: bytes) -> None:
+        if ftype == FRAME_PING:
+            self._out.append(bytes((FRAME_PONG,)) + length_and_payload)
+        else:
+            self.pongs += 1
+
+    def _handshake(self, buf: bytes) -> bytes:
+        """Consume the 4-byte handshake from ``buf`` if complete; return what follows it."""
+        if len(buf) < 4:
+            self._buf, self._need = bytearray(buf), 4
+            return b""
+        hs = buf[:4]
         if hs[0] != MAGIC:
             raise RawSocketError("not a RawSocket handshake")
         serializer, exp = hs[1] & 0x0F, hs[1] >> 4
@@ -119,6 +123,7 @@ class RawSocketServerCodec:
         self._out.append(
             bytes((MAGIC, (length_exponent(self.max_message_size) << 4) | serializer, 0, 0))
         )
+        return buf[4:]
 
     def _refuse(self, code: int) -> None:
         self._out.append(bytes((MAGIC, code << 4, 0, 0)))

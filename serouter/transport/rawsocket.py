@@ -50,5 +50,5 @@ class RawSocketProtocol(WampProtocol):
 
 
 class RawSocketFactory(WampServerFactory):
-    protocol = RawSocketProtocol
+    protocol = RawSocketProtocol  # type: ignore[assignment]  # Twisted types it loosely
     kind = "rawsocket"

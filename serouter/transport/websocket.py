@@ -73,6 +73,6 @@ class WebSocketProtocol(WampProtocol):
 
 
 class WebSocketFactory(WampServerFactory):
-    protocol = WebSocketProtocol
+    protocol = WebSocketProtocol  # type: ignore[assignment]  # Twisted types it loosely
     kind = "websocket"
     path = "/ws"
