@@ -19,16 +19,17 @@ from serouter.core.access import AccessCheck, AllowAll
 from serouter.core.router import Router
 from serouter.serializers import BY_NAME
 from serouter.transport import RawSocketFactory, WebSocketFactory
-from serouter.transport._base import WampServerFactory
+from serouter.transport._base import WampServerFactory, WriteBatcher
 
 log = Logger(namespace="serouter.service")
 
 
 def make_factory(
-    router: Router, clock: IReactorTime, listener: ListenerConfig
+    router: Router, clock: IReactorTime, listener: ListenerConfig, batcher: WriteBatcher
 ) -> WampServerFactory:
     """The protocol factory for one configured listener."""
     common: dict[str, Any] = {
+        "batcher": batcher,
         "serializers": [BY_NAME[name] for name in listener.serializers],
         "max_message_size": listener.max_message_size,
         "handshake_timeout": listener.handshake_timeout,
@@ -52,6 +53,7 @@ class RouterDaemon:
             access = AllowAll()
         self.router = Router([r.name for r in config.realms], access)
         self.ports: list[IListeningPort] = []
+        self.batcher = WriteBatcher()
 
     @defer.inlineCallbacks
     def start(self) -> Any:
@@ -61,7 +63,7 @@ class RouterDaemon:
                 endpoint = serverFromString(  # type: ignore[no-untyped-call]
                     self.reactor, server_endpoint_string(listener)
                 )
-                factory = make_factory(self.router, self.reactor, listener)
+                factory = make_factory(self.router, self.reactor, listener, self.batcher)
                 port = yield endpoint.listen(factory)
                 self.ports.append(port)
                 log.info(

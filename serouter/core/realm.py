@@ -99,13 +99,14 @@ class Realm:
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def dispatch(self, session: Session, msg: Incoming) -> None:
-        """Route one message from an established session."""
+    def dispatch(self, session: Session, msg: Incoming) -> bool:
+        """Route one message from an established session; False if it is not for the realm."""
         handler = self._handlers.get(type(msg))
         if handler is None:
-            session.protocol_violation(f"{type(msg).__name__.upper()} is not allowed here")
-            return
-        self._deliver(handler(session, msg))
+            return False
+        for target, message in handler(session, msg):
+            target.send(message)
+        return True
 
     @staticmethod
     def _deliver(deliveries: Deliveries) -> None:

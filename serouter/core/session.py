@@ -92,15 +92,16 @@ class Session:
     def receive(self, msg: Incoming) -> None:
         """Handle one parsed message from the peer."""
         if self.state is State.ESTABLISHED:
+            realm = self.realm
+            assert realm is not None
+            if realm.dispatch(self, msg):
+                return
             if isinstance(msg, ClientGoodbye):
                 self._peer_goodbye()
             elif isinstance(msg, ClientAbort):
                 self._drop()
-            elif isinstance(msg, Hello):
-                self.protocol_violation("HELLO received on an established session")
             else:
-                assert self.realm is not None
-                self.realm.dispatch(self, msg)
+                self.protocol_violation(f"{type(msg).__name__.upper()} on an established session")
         elif self.state is State.NEW:
             if isinstance(msg, Hello):
                 self._hello(msg)

@@ -29,6 +29,29 @@ log = Logger(namespace="serouter.transport")
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
+class WriteBatcher:
+    """Coalesces writes while input is handled: one ``transport.write`` per connection per batch.
+
+    A read often carries dozens of messages, each producing a frame for some connection;
+    Twisted's write path costs a microsecond or two per call, so frames are collected while
+    the outermost ``dataReceived`` runs and each connection's are written joined when it
+    returns. Writes outside input handling (timers, shutdown) go out at once. One batcher is
+    shared by every listener of a router, since a call on one connection writes on another.
+    """
+
+    __slots__ = ("depth", "dirty")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.dirty: list[WampProtocol] = []
+
+    def flush(self) -> None:
+        while self.dirty:
+            dirty, self.dirty = self.dirty, []
+            for protocol in dirty:
+                protocol.flush_writes()
+
+
 class WampServerFactory(ServerFactory):
     """Shared settings of one listener."""
 
@@ -44,7 +67,9 @@ class WampServerFactory(ServerFactory):
         max_message_size: int,
         handshake_timeout: float,
         listener: str = "",
+        batcher: WriteBatcher | None = None,
     ) -> None:
+        self.batcher = batcher or WriteBatcher()
         self.router = router
         self.clock = clock
         self.serializers = serializers
@@ -63,6 +88,8 @@ class WampProtocol(Protocol):
         self.serializer: Serializer | None = None
         self._timer: IDelayedCall | None = None
         self._closing = False
+        self._max_out = 0  # the largest message the peer accepts, known after the handshake
+        self._writes: list[bytes] = []
 
     # -- Twisted callbacks ---------------------------------------------------------------
 
@@ -74,7 +101,18 @@ class WampProtocol(Protocol):
             self.factory.handshake_timeout, self._handshake_timed_out
         )
 
+    def dataReceived(self, data: bytes) -> None:
+        batcher = self.factory.batcher
+        batcher.depth += 1
+        try:
+            self.frames_received(data)
+        finally:
+            batcher.depth -= 1
+            if not batcher.depth and batcher.dirty:
+                batcher.flush()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._writes.clear()
         self._cancel_timer()
         if self.session is not None:
             session, self.session = self.session, None
@@ -82,8 +120,30 @@ class WampProtocol(Protocol):
 
     # -- for subclasses -------------------------------------------------------------------
 
-    def start_session(self, serializer: Serializer, kind: str, extra: dict[str, str]) -> None:
+    def frames_received(self, data: bytes) -> None:
+        """Bytes from the peer (subclasses: the framing)."""
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        """Every write goes through here, so batched frames keep their order."""
+        batcher = self.factory.batcher
+        if batcher.depth:
+            if not self._writes:
+                batcher.dirty.append(self)
+            self._writes.append(data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def flush_writes(self) -> None:
+        writes, self._writes = self._writes, []
+        if writes:
+            self.transport.write(writes[0] if len(writes) == 1 else b"".join(writes))  # type: ignore[union-attr]
+
+    def start_session(
+        self, serializer: Serializer, kind: str, extra: dict[str, str], max_out: int
+    ) -> None:
         """The transport handshake is done: open the WAMP session."""
+        self._max_out = max_out
         self.serializer = serializer
         self.session = self.factory.router.open_session(self, self._transport_info(kind, extra))
 
@@ -112,10 +172,6 @@ class WampProtocol(Protocol):
         """Frame and write one serialized message."""
         raise NotImplementedError
 
-    def max_outgoing(self) -> int:
-        """The largest message the peer accepts."""
-        return self.factory.max_message_size
-
     # -- the core's Peer interface --------------------------------------------------------
 
     def send(self, message: Outgoing) -> None:
@@ -123,7 +179,7 @@ class WampProtocol(Protocol):
             return
         assert self.serializer is not None
         data = self.serializer.encode(message)
-        if len(data) > self.max_outgoing():
+        if len(data) > self._max_out:
             log.warn(
                 "dropped a {type} of {size} bytes: over {peer}'s limit",
                 type=type(message).__name__, size=len(data), peer=self._peer_string(),
@@ -139,6 +195,11 @@ class WampProtocol(Protocol):
 
     def close_transport(self) -> None:
         """Close after flushing (subclasses may send a close frame first)."""
+        self.lose_connection()
+
+    def lose_connection(self) -> None:
+        """Write what is batched for this connection, then close it."""
+        self.flush_writes()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     # -- helpers ------------------------------------------------------------------------------

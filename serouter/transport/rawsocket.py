@@ -17,18 +17,19 @@ class RawSocketProtocol(WampProtocol):
             {s.rawsocket_id for s in f.serializers}, f.max_message_size
         )
 
-    def dataReceived(self, data: bytes) -> None:
+    def frames_received(self, data: bytes) -> None:
         codec = self.codec
         try:
             payloads = codec.receive_data(data)
         except RawSocketError as e:
             log.info("rawsocket error from {peer}: {error}", peer=self._peer_string(), error=e)
             self._flush()
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.lose_connection()
             return
         if self.session is None and codec.serializer_id:
             self._flush()
-            self.start_session(BY_RAWSOCKET_ID[codec.serializer_id], "rawsocket", {})
+            serializer = BY_RAWSOCKET_ID[codec.serializer_id]
+            self.start_session(serializer, "rawsocket", {}, codec.peer_max)
         for payload in payloads:
             self.payload_received(payload)
         if codec.has_output:
@@ -37,16 +38,13 @@ class RawSocketProtocol(WampProtocol):
     def _flush(self) -> None:
         out = self.codec.data_to_send()
         if out:
-            self.transport.write(out)  # type: ignore[union-attr]
+            self.write(out)
 
     def send_payload(self, data: bytes) -> None:
-        self.transport.write(RawSocketServerCodec.frame(data))  # type: ignore[union-attr]
-
-    def max_outgoing(self) -> int:
-        return self.codec.peer_max
+        self.write(RawSocketServerCodec.frame(data))
 
     def send_ping(self, payload: bytes = b"") -> None:
-        self.transport.write(RawSocketServerCodec.ping(payload))  # type: ignore[union-attr]
+        self.write(RawSocketServerCodec.ping(payload))
 
 
 class RawSocketFactory(WampServerFactory):

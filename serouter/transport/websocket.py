@@ -29,7 +29,7 @@ class WebSocketProtocol(WampProtocol):
         )
         self.pongs = 0
 
-    def dataReceived(self, data: bytes) -> None:
+    def frames_received(self, data: bytes) -> None:
         codec = self.codec
         for event in codec.receive_data(data):
             kind = type(event)
@@ -45,31 +45,35 @@ class WebSocketProtocol(WampProtocol):
                     log.info("websocket failure from {peer}: {reason}",
                              peer=self._peer_string(), reason=event.reason)  # type: ignore[union-attr]
                 self._flush()
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.lose_connection()
                 return
         self._flush()
+        if codec.closed:  # e.g. the status page answered a plain GET
+            self.lose_connection()
 
     def _accepted(self, event: Accepted) -> None:
         serializer: Serializer = BY_SUBPROTOCOL[event.subprotocol]
-        self.start_session(serializer, "websocket", {"path": event.path})
+        self.start_session(
+            serializer, "websocket", {"path": event.path}, self.factory.max_message_size
+        )
 
     def _flush(self) -> None:
         out = self.codec.data_to_send()
         if out:
-            self.transport.write(out)  # type: ignore[union-attr]
+            self.write(out)
 
     def send_payload(self, data: bytes) -> None:
         assert self.serializer is not None
         frame = self.codec.send_message(data if self.serializer.binary else data.decode())
-        self.transport.write(frame)  # type: ignore[union-attr]
+        self.write(frame)
 
     def send_ping(self, payload: bytes = b"") -> None:
-        self.transport.write(self.codec.send_ping(payload))  # type: ignore[union-attr]
+        self.write(self.codec.send_ping(payload))
 
     def close_transport(self) -> None:
-        if not self.codec.closed:
-            self.transport.write(self.codec.send_close(1000))  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        if self.session is not None and not self.codec.closed:
+            self.write(self.codec.send_close(1000))
+        self.lose_connection()
 
 
 class WebSocketFactory(WampServerFactory):

@@ -1,0 +1,511 @@
+"""Load serouter's TOML configuration into frozen, validated dataclasses.
+
+Everything is checked here, at load time: once ``load_config`` returns, every value is valid, and
+a bad file is refused as a whole by one ``ConfigError`` that names the file, the key path and
+what is wrong. This module must never bind, listen or touch the global reactor: endpoint strings
+are checked by letting Twisted parse them against a ``MemoryReactor``.
+
+Adding a key is one line in its dataclass: ``field(default=..., metadata=_rule(check))``, where
+``check`` takes the raw TOML value and returns the typed one or raises ``_Fault``. Adding a
+section is a dataclass, a field of ``Config`` and one line in ``parse_config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from difflib import get_close_matches
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.testing import MemoryReactor
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = [
+    "DEFAULT_CONFIG_TOML",
+    "DEFAULT_SOURCE",
+    "LOG_LEVELS",
+    "SERIALIZERS",
+    "TRANSPORTS",
+    "Config",
+    "ConfigError",
+    "ListenerConfig",
+    "RealmConfig",
+    "RouterConfig",
+    "load_config",
+    "parse_config",
+    "server_endpoint_string",
+]
+
+DEFAULT_SOURCE: Final = "<embedded default>"
+LOG_LEVELS: Final = ("debug", "info", "warn", "error", "critical")
+TRANSPORTS: Final = ("websocket", "rawsocket")
+SERIALIZERS: Final = ("json", "msgpack", "cbor")
+
+# A WAMP URI in the spec's strict form. fullmatch, because "$" would also accept a trailing "\n".
+_STRICT_URI: Final = re.compile(r"([0-9a-z_]+\.)*[0-9a-z_]+")
+# sockaddr_un.sun_path is 108 bytes: a path needs its terminating NUL, an abstract name its
+# leading one, so both get 107 bytes of their own (checked against the kernel in the tests).
+_UNIX_ADDRESS_MAX: Final = 107
+_PORT_TYPES: Final = ("tcp", "ssl")
+_RULE: Final = "serouter.config.rule"
+
+
+class ConfigError(Exception):
+    """The configuration is refused; the message says where (file, key path) and why."""
+
+    def __init__(self, source: str, path: str, reason: str) -> None:
+        where = f"{source}: {path}" if path else source
+        super().__init__(f"{where}: {reason}")
+        self.source = source
+        self.path = path
+        self.reason = reason
+
+
+class _Fault(Exception):
+    """One wrong value; ``path`` grows as the fault travels up through the tables holding it."""
+
+    def __init__(self, reason: str, path: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = path
+
+    def under(self, prefix: str) -> _Fault:
+        return _Fault(self.reason, prefix + self.path)
+
+
+Rule = Callable[[object], object]
+
+
+def _rule(check: Rule) -> dict[str, Rule]:
+    """Field metadata declaring how the TOML value of that field is checked and converted."""
+    return {_RULE: check}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules for single values: each returns the typed value or raises _Fault (path relative to it).
+
+
+def _show(value: object) -> str:
+    """Render a TOML value the way the user wrote it, for "got ..." in messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array" if value else "an empty array"
+    return f"a {type(value).__name__}"  # TOML dates and times
+
+
+def _quoted(options: tuple[str, ...]) -> str:
+    return ", ".join(json.dumps(option) for option in options)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Fault(f"must be a non-empty string, got {_show(value)}")
+    return value
+
+
+def _choice(*options: str) -> Rule:
+    def check(value: object) -> str:
+        if value not in options:
+            raise _Fault(f"must be one of {_quoted(options)}, got {_show(value)}")
+        return _text(value)
+
+    return check
+
+
+def _router_mode(value: object) -> str:
+    if value == "nameserver":
+        raise _Fault('"nameserver" mode is not supported yet; only "router" is')
+    if value != "router":
+        raise _Fault(f'must be "router", got {_show(value)}')
+    return "router"
+
+
+def _integer(low: int, high: int) -> Rule:
+    def check(value: object) -> int:
+        # bool is an int subclass, but `true` is never meant as a size
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _Fault(f"must be an integer in {low}..{high}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _seconds(most: float) -> Rule:
+    def check(value: object) -> float:
+        # the range test also refuses TOML's nan and inf
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= most:
+            raise _Fault(f"must be a number of seconds in (0, {most:g}], got {_show(value)}")
+        return float(value)
+
+    return check
+
+
+def _realm_uri(value: object) -> str:
+    if not isinstance(value, str) or not _STRICT_URI.fullmatch(value):
+        raise _Fault(
+            "must be a WAMP URI: dot-separated components of 0-9, a-z and _ "
+            f'(e.g. "com.example.app"), got {_show(value)}'
+        )
+    return value
+
+
+def _url_path(value: object) -> str:
+    text = _text(value)
+    # the path is compared with the request target, which can never hold these
+    if not text.startswith("/") or any(c.isspace() or c in "?#" for c in text):
+        raise _Fault(
+            f'must be a URL path starting with "/" (no spaces, "?" or "#"), got {_show(value)}'
+        )
+    return text
+
+
+def _serializers(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Fault(
+            f"must be a non-empty array of names from {_quoted(SERIALIZERS)}, got {_show(value)}"
+        )
+    check = _choice(*SERIALIZERS)
+    for index, name in enumerate(value):
+        try:
+            check(name)
+        except _Fault as fault:
+            raise fault.under(f"[{index}]") from None
+        if name in value[:index]:
+            raise _Fault(f"{_show(name)} is listed twice", f"[{index}]")
+    return tuple(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Endpoint strings. Twisted parses them; we only add what its parser cannot know: Linux abstract
+# Unix sockets written as "unix:@name", and limits that would otherwise fail only at bind time.
+
+
+def _split_endpoint(endpoint: str) -> tuple[list[str], dict[str, str]]:
+    """Split as Twisted's ``endpoints._parse`` does: ``:`` ends a field, its first ``=`` names
+    it, and a backslash makes the next character literal."""
+    args: list[str] = []
+    kw: dict[str, str] = {}
+    parts = [""]
+    chars = iter(endpoint)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, None)
+            if escaped is None:
+                raise _Fault(f"ends in a lone backslash: {_show(endpoint)}")
+            parts[-1] += escaped
+        elif char == ":":
+            _add_part(parts, args, kw)
+            parts = [""]
+        elif char == "=" and len(parts) == 1:
+            parts.append("")
+        else:
+            parts[-1] += char
+    _add_part(parts, args, kw)
+    return args, kw
+
+
+def _add_part(parts: list[str], args: list[str], kw: dict[str, str]) -> None:
+    if len(parts) == 1:
+        args.append(parts[0])
+    else:
+        kw[parts[0]] = parts[1]
+
+
+def _escape(text: str) -> str:
+    return re.sub(r"([\\:=])", r"\\\1", text)
+
+
+def _check_port(args: list[str], kw: dict[str, str]) -> None:
+    # Twisted takes any int here and only the bind fails; a non-int it reports itself
+    port = args[1] if len(args) > 1 else kw.get("port", "")
+    try:
+        number = int(port)
+    except ValueError:
+        return
+    if not 0 <= number <= 65535:
+        raise _Fault(f"port {number} is out of range 0..65535")
+
+
+def _check_unix_path(path: str) -> None:
+    if not path:
+        raise _Fault("the Unix socket path is empty")
+    if len(os.fsencode(path)) > _UNIX_ADDRESS_MAX:
+        raise _Fault(f"the Unix socket path is longer than {_UNIX_ADDRESS_MAX} bytes")
+
+
+def _abstract_form(name: str, args: list[str], kw: dict[str, str]) -> str:
+    """Twisted's form of ``unix:@name...``: the address "\\0name", and no lock file.
+
+    Twisted binds a NUL-prefixed address in the abstract namespace and skips the chmod, but
+    with its default ``lockfile=1`` the listen fails (a symlink named "\\0name.lock").
+    """
+    if not name:
+        raise _Fault("the abstract Unix socket name after @ is empty")
+    if len(os.fsencode(name)) > _UNIX_ADDRESS_MAX:
+        raise _Fault(f"the abstract Unix socket name is longer than {_UNIX_ADDRESS_MAX} bytes")
+    if len(args) > 2 or "address" in kw:
+        raise _Fault("write an abstract socket as unix:@name, options as key=value")
+    if "mode" in kw:
+        # a silent no-op here would let an admin believe access is restricted
+        raise _Fault(
+            "an abstract Unix socket has no file permissions (any process in the network "
+            "namespace may connect): remove mode"
+        )
+    if kw.get("lockfile", "0") != "0":
+        raise _Fault("an abstract Unix socket cannot have a lock file: remove lockfile")
+    options = "".join(f":{_escape(k)}={_escape(v)}" for k, v in kw.items() if k != "lockfile")
+    return f"unix:{_escape(chr(0) + name)}{options}:lockfile=0"
+
+
+def _twisted_form(endpoint: str) -> str:
+    """The endpoint string to hand Twisted, after the checks its parser does not make."""
+    args, kw = _split_endpoint(endpoint)
+    # as in Twisted: plugin types (tcp6) match in any case, the built-in ones only in lower case
+    if args[0] in _PORT_TYPES or args[0].lower() == "tcp6":
+        _check_port(args, kw)
+    if args[0] != "unix":
+        return endpoint
+    address = args[1] if len(args) > 1 else kw.get("address", "")
+    if address.startswith("@"):
+        return _abstract_form(address[1:], args, kw)
+    _check_unix_path(address)
+    return endpoint
+
+
+def _endpoint(value: object) -> str:
+    endpoint = _text(value)
+    if any(ord(char) < 32 or ord(char) == 127 for char in endpoint):
+        raise _Fault(
+            "must not contain control characters (write an abstract Unix socket as "
+            f"unix:@name), got {_show(value)}"
+        )
+    description = _twisted_form(endpoint)
+    try:
+        # a MemoryReactor: parse (and, for ssl, load the key and certificate) without listening
+        serverFromString(MemoryReactor(), description)  # type: ignore[no-untyped-call]
+    except Exception as error:  # parsers raise ValueError, TypeError, OSError, IndexError, ...
+        raise _Fault(
+            f"Twisted refuses {_show(endpoint)}: {type(error).__name__}: {error}"
+        ) from None
+    return endpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# The configuration itself.
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """The [router] table: how this daemon runs."""
+
+    mode: str = field(default="router", metadata=_rule(_router_mode))
+    log_level: str = field(default="info", metadata=_rule(_choice(*LOG_LEVELS)))
+    # seconds to wait for GOODBYE replies on SIGTERM
+    shutdown_timeout: float = field(default=5.0, metadata=_rule(_seconds(300)))
+
+
+@dataclass(frozen=True, slots=True)
+class RealmConfig:
+    """One [[realms]] table."""
+
+    name: str = field(metadata=_rule(_realm_uri))
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One [[listeners]] table: a listening socket, its transport and its limits."""
+
+    transport: str = field(metadata=_rule(_choice(*TRANSPORTS)))
+    # a Twisted server endpoint string, plus "unix:@name" for Linux abstract sockets
+    endpoint: str = field(metadata=_rule(_endpoint))
+    path: str = field(default="/ws", metadata=_rule(_url_path))  # websocket only
+    # the order is the router's preference
+    serializers: tuple[str, ...] = field(default=SERIALIZERS, metadata=_rule(_serializers))
+    # RawSocket cannot announce more than 2**24
+    max_message_size: int = field(default=1 << 20, metadata=_rule(_integer(512, 1 << 24)))
+    # seconds for the transport handshake plus the WAMP HELLO
+    handshake_timeout: float = field(default=10.0, metadata=_rule(_seconds(3600)))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; ``source`` is the file it came from, or DEFAULT_SOURCE."""
+
+    router: RouterConfig
+    realms: tuple[RealmConfig, ...]
+    listeners: tuple[ListenerConfig, ...]
+    source: str
+
+
+_TOP_LEVEL_KEYS: Final = tuple(f.name for f in fields(Config) if f.name != "source")
+
+_D = TypeVar("_D", bound="DataclassInstance")
+
+
+def _refuse_unknown_keys(table: Mapping[str, object], allowed: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            hint = get_close_matches(key, allowed, n=1)
+            guess = f" (did you mean {_show(hint[0])}?)" if hint else ""
+            raise _Fault(f"unknown key{guess}; allowed keys: {_quoted(allowed)}", f".{key}")
+
+
+def _build(cls: type[_D], table: object) -> _D:
+    """Check one TOML table against the rules on ``cls``'s fields, then construct ``cls``."""
+    if not isinstance(table, Mapping):
+        raise _Fault(f"must be a table, got {_show(table)}")
+    rules = {f.name: f for f in fields(cls) if _RULE in f.metadata}
+    _refuse_unknown_keys(table, tuple(rules))
+    values: dict[str, object] = {}
+    for name, spec in rules.items():
+        if name in table:
+            try:
+                values[name] = spec.metadata[_RULE](table[name])
+            except _Fault as fault:
+                raise fault.under(f".{name}") from None
+        elif spec.default is MISSING:
+            raise _Fault("missing; this key is required", f".{name}")
+    return cls(**values)
+
+
+def _table_at(data: Mapping[str, object], key: str, cls: type[_D]) -> _D:
+    """An optional single [key] table; absent means every default."""
+    try:
+        return _build(cls, data.get(key, {}))
+    except _Fault as fault:
+        raise fault.under(key) from None
+
+
+def _array_at(
+    data: Mapping[str, object],
+    key: str,
+    cls: type[_D],
+    unique: str,
+    check: Callable[[_D, Mapping[str, object]], None] | None = None,
+) -> tuple[_D, ...]:
+    """A required, non-empty [[key]] array whose ``unique`` field differs between entries."""
+    tables = data.get(key)
+    if tables is None:
+        raise _Fault(f"missing; at least one [[{key}]] table is required", key)
+    if not isinstance(tables, list) or not tables:
+        raise _Fault(f"must be a non-empty array of tables ([[{key}]]), got {_show(tables)}", key)
+    items: list[_D] = []
+    for index, table in enumerate(tables):
+        try:
+            item = _build(cls, table)
+            if check is not None:
+                check(item, table)
+        except _Fault as fault:
+            raise fault.under(f"{key}[{index}]") from None
+        taken = [getattr(other, unique) for other in items]
+        value = getattr(item, unique)
+        if value in taken:
+            where = f"{key}[{taken.index(value)}]"
+            raise _Fault(f"{_show(value)} is already used by {where}", f"{key}[{index}].{unique}")
+        items.append(item)
+    return tuple(items)
+
+
+def _check_listener(listener: ListenerConfig, table: Mapping[str, object]) -> None:
+    if listener.transport == "rawsocket" and "path" in table:
+        raise _Fault("only websocket listeners have a path: remove it", ".path")
+
+
+def parse_config(data: Mapping[str, object], source: str) -> Config:
+    """Validate parsed TOML ``data`` from ``source`` into a Config, or raise ConfigError."""
+    try:
+        _refuse_unknown_keys(data, _TOP_LEVEL_KEYS)
+        return Config(
+            router=_table_at(data, "router", RouterConfig),
+            realms=_array_at(data, "realms", RealmConfig, unique="name"),
+            listeners=_array_at(
+                data, "listeners", ListenerConfig, unique="endpoint", check=_check_listener
+            ),
+            source=source,
+        )
+    except _Fault as fault:
+        raise ConfigError(source, fault.path.lstrip("."), fault.reason) from None
+
+
+def load_config(path: str | None) -> Config:
+    """Load and validate the file at ``path``; None loads DEFAULT_CONFIG_TOML."""
+    if path is None:
+        return parse_config(tomllib.loads(DEFAULT_CONFIG_TOML), DEFAULT_SOURCE)
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode("utf-8")
+    except OSError as error:
+        raise ConfigError(path, "", f"cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, "", f"not UTF-8 text: {error}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:  # its message carries the line and column
+        raise ConfigError(path, "", f"TOML syntax error: {error}") from None
+    return parse_config(data, path)
+
+
+def server_endpoint_string(listener: ListenerConfig) -> str:
+    """The string to give ``twisted.internet.endpoints.serverFromString`` for ``listener``.
+
+    It equals ``listener.endpoint`` except for "unix:@name", which becomes Twisted's form of
+    the Linux abstract socket "\\0name" (with ``lockfile=0``, which Twisted needs there).
+    """
+    try:
+        return _twisted_form(listener.endpoint)
+    except _Fault as fault:  # only for a ListenerConfig built by hand, past validation
+        raise ValueError(f"endpoint {_show(listener.endpoint)}: {fault.reason}") from None
+
+
+DEFAULT_CONFIG_TOML: Final = """\
+# serouter configuration: the built-in default, used when no file is given.
+# Copy it as a starting point. Every key is checked at start-up; unknown keys are errors.
+
+[router]
+mode = "router"               # "nameserver" (for dom0) is not supported yet
+log_level = "info"            # debug | info | warn | error | critical
+shutdown_timeout = 5.0        # seconds to wait for GOODBYE replies on SIGTERM, (0, 300]
+
+# One [[realms]] table per realm. A name is a WAMP URI: dot-separated components of
+# lowercase letters, digits and _ (for example "com.example.app").
+[[realms]]
+name = "realm1"
+
+# One [[listeners]] table per listening socket. "endpoint" is a Twisted server endpoint string;
+# inside a value, ":" and "=" are escaped with a backslash. Some forms:
+#   "tcp:8080:interface=127.0.0.1"               IPv4, loopback only
+#   'tcp6:8080:interface=\\:\\:1'                   IPv6, loopback only
+#   "unix:/run/serouter/wamp.sock:mode=660"      a Unix socket file
+#   "unix:@serouter"                             a Linux abstract Unix socket: no file
+#                                                permissions, anyone in the network namespace
+#                                                may connect
+#   "ssl:8443:privateKey=key.pem:certKey=cert.pem"   TLS; the files must exist
+[[listeners]]
+transport = "websocket"       # "websocket" or "rawsocket"
+endpoint = "tcp:8080:interface=127.0.0.1"
+path = "/ws"                  # websocket only
+serializers = ["json", "msgpack", "cbor"]   # offered in this order of preference
+max_message_size = 1048576    # bytes, 512..16777216
+handshake_timeout = 10.0      # seconds for the transport handshake and HELLO, (0, 3600]
+
+[[listeners]]
+transport = "rawsocket"
+endpoint = "tcp:8081:interface=127.0.0.1"
+serializers = ["json", "msgpack", "cbor"]
+max_message_size = 1048576
+handshake_timeout = 10.0
+"""
