@@ -23,7 +23,7 @@ class SerializationError(Exception):
 class Serializer:
     """One WAMP serialization: its names on the wire and its codec."""
 
-    __slots__ = ("_dumps", "_loads", "binary", "name", "rawsocket_id", "subprotocol")
+    __slots__ = ("_dumps", "binary", "loads", "name", "rawsocket_id", "subprotocol")
 
     def __init__(
         self,
@@ -38,7 +38,7 @@ class Serializer:
         self.binary = binary  # WebSocket: binary frames (msgpack, cbor) or text (json)
         self.subprotocol = f"wamp.2.{name}"
         self._dumps = dumps
-        self._loads = loads
+        self.loads = loads  # raw: raises the codec's own errors (the transport's hot path)
 
     def encode(self, msg: Outgoing) -> bytes:
         if type(msg) is Event:
@@ -50,7 +50,7 @@ class Serializer:
 
     def decode(self, payload: bytes | str) -> Any:
         try:
-            return self._loads(payload)
+            return self.loads(payload)
         except Exception as e:  # every codec has its own error types; all mean "malformed"
             raise SerializationError(f"invalid {self.name} payload: {e}") from None
 

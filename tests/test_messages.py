@@ -1,6 +1,8 @@
 """Parsing client messages: valid ones become objects, malformed ones are violations."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serouter.core.messages import (
     MAX_ID,
@@ -13,6 +15,9 @@ from serouter.core.messages import (
     Publish,
     Result,
     Yield,
+    _call_checked,
+    _publish_checked,
+    _yield_checked,
     parse,
 )
 
@@ -86,3 +91,24 @@ def test_marshal_omits_empty_trailing_payload() -> None:
     assert Result(1, {}, None, {"a": 1}).marshal() == [50, 1, {}, [], {"a": 1}]
     assert Error(48, 2, {}, "x.y", [], {}).marshal() == [8, 48, 2, {}, "x.y"]
     assert Event(5, 6, {}, ["a"]).marshal() == [36, 5, 6, {}, ["a"]]
+
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 2**54), st.floats(allow_nan=False),
+    st.text(max_size=5), st.just([]), st.just({}), st.just([1]), st.just({"k": 1}),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(code=st.sampled_from([16, 48, 70]), rest=st.lists(_values, max_size=6))
+def test_fast_paths_accept_exactly_what_the_checked_paths_accept(code: int, rest: list) -> None:
+    """CALL, YIELD and PUBLISH parse the same through the fast and the checked path."""
+    checked = {16: _publish_checked, 48: _call_checked, 70: _yield_checked}[code]
+    raw = [code, *rest]
+    try:
+        expected = checked(raw)
+    except ProtocolViolation:
+        with pytest.raises(ProtocolViolation):
+            parse(raw)
+    else:
+        assert parse(raw) == expected

@@ -394,6 +394,17 @@ def _error(m: list[Any]) -> InvocationError:
 
 
 def _publish(m: list[Any]) -> Publish:
+    n = len(m)
+    if 4 <= n <= 6:
+        request, options, topic = m[1], m[2], m[3]
+        ok, args, kwargs = _fast_payload(m, n, 4)
+        if (ok and type(request) is int and 0 < request <= MAX_ID and type(options) is dict
+                and type(topic) is str):
+            return Publish(request, options, topic, args, kwargs)
+    return _publish_checked(m)
+
+
+def _publish_checked(m: list[Any]) -> Publish:
     if len(m) < 4:
         raise ProtocolViolation(f"PUBLISH must have at least 4 elements, got {len(m)}")
     args, kwargs = _args_kwargs(m, 4, "PUBLISH")
@@ -416,7 +427,30 @@ def _unsubscribe(m: list[Any]) -> Unsubscribe:
     return Unsubscribe(_id(m[1], "UNSUBSCRIBE.Request"), _id(m[2], "UNSUBSCRIBE.Subscription"))
 
 
+# The hot messages (CALL, YIELD, PUBLISH) get a straight-line check of the common, valid case;
+# anything else falls through to the step-by-step validation, which explains the fault.
+# Both accept exactly the same messages.
+
+
+def _fast_payload(m: list[Any], n: int, start: int) -> tuple[bool, Args, Kwargs]:
+    args = m[start] if n > start else None
+    kwargs = m[start + 1] if n > start + 1 else None
+    ok = (args is None or type(args) is list) and (kwargs is None or type(kwargs) is dict)
+    return ok, args, kwargs
+
+
 def _call(m: list[Any]) -> Call:
+    n = len(m)
+    if 4 <= n <= 6:
+        request, options, procedure = m[1], m[2], m[3]
+        ok, args, kwargs = _fast_payload(m, n, 4)
+        if (ok and type(request) is int and 0 < request <= MAX_ID and type(options) is dict
+                and type(procedure) is str):
+            return Call(request, options, procedure, args, kwargs)
+    return _call_checked(m)
+
+
+def _call_checked(m: list[Any]) -> Call:
     if len(m) < 4:
         raise ProtocolViolation(f"CALL must have at least 4 elements, got {len(m)}")
     args, kwargs = _args_kwargs(m, 4, "CALL")
@@ -440,6 +474,16 @@ def _unregister(m: list[Any]) -> Unregister:
 
 
 def _yield(m: list[Any]) -> Yield:
+    n = len(m)
+    if 3 <= n <= 5:
+        request, options = m[1], m[2]
+        ok, args, kwargs = _fast_payload(m, n, 3)
+        if ok and type(request) is int and 0 < request <= MAX_ID and type(options) is dict:
+            return Yield(request, options, args, kwargs)
+    return _yield_checked(m)
+
+
+def _yield_checked(m: list[Any]) -> Yield:
     if len(m) < 3:
         raise ProtocolViolation(f"YIELD must have at least 3 elements, got {len(m)}")
     args, kwargs = _args_kwargs(m, 3, "YIELD")

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = Logger(namespace="serouter.realm")
 
 Deliveries = list[tuple["Session", Any]]
+_VALID_URI_CACHE = 10_000  # bounded: clients choose the URIs
 
 
 def error_reply(request_type: int, request: int, error: str, message: str | None = None) -> Error:
@@ -54,6 +55,7 @@ class Realm:
         self.name = name
         self.access = access
         self.sessions: dict[int, Session] = {}
+        self._valid_uris: set[str] = set()  # URIs seen valid: the regex runs once per URI
         self.dealer = Dealer(ids)
         self.broker = Broker(ids)
         # The roles (and features) announced in WELCOME: what is implemented, no more.
@@ -105,20 +107,24 @@ class Realm:
         if handler is None:
             return False
         for target, message in handler(session, msg):
-            target.send(message)
+            target.peer.send(message)
         return True
 
     @staticmethod
     def _deliver(deliveries: Deliveries) -> None:
         for target, message in deliveries:
-            target.send(message)
+            target.peer.send(message)
 
     def _checked(
         self, session: Session, action: Action, request_type: int, request: int, uri: str
     ) -> Error | None:
         """Validate the URI and ask the access check; the ERROR to send if either says no."""
-        if not uris.is_valid_uri(uri):
-            return error_reply(request_type, request, uris.INVALID_URI, f"invalid URI {uri!r}")
+        if uri not in self._valid_uris:
+            if not uris.is_valid_uri(uri):
+                return error_reply(request_type, request, uris.INVALID_URI, f"invalid URI {uri!r}")
+            if len(self._valid_uris) >= _VALID_URI_CACHE:
+                self._valid_uris.clear()
+            self._valid_uris.add(uri)
         error = self.authorize(session, action, uri)
         return None if error is None else error_reply(request_type, request, error)
 

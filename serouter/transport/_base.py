@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from serouter.core.messages import Outgoing, ProtocolViolation, parse
 from serouter.core.peer import TransportInfo
-from serouter.serializers import SerializationError, Serializer
+from serouter.serializers import Serializer
 
 if TYPE_CHECKING:
     from serouter.core.router import Router
@@ -145,6 +145,8 @@ class WampProtocol(Protocol):
         """The transport handshake is done: open the WAMP session."""
         self._max_out = max_out
         self.serializer = serializer
+        self._decode = serializer.loads
+        self.transport_serializer = serializer.name
         self.session = self.factory.router.open_session(self, self._transport_info(kind, extra))
 
     def payload_received(self, payload: bytes | str) -> None:
@@ -152,11 +154,13 @@ class WampProtocol(Protocol):
         session = self.session
         if session is None:
             return
-        assert self.serializer is not None
         try:
-            msg = parse(self.serializer.decode(payload))
-        except (SerializationError, ProtocolViolation) as e:
+            msg = parse(self._decode(payload))
+        except ProtocolViolation as e:
             session.protocol_violation(str(e))
+            return
+        except Exception as e:  # each codec has its own errors: all mean a malformed payload
+            session.protocol_violation(f"invalid {self.transport_serializer} payload: {e}")
             return
         try:
             session.receive(msg)
