@@ -36,4 +36,6 @@ class TransportInfo:
     peer_uid: int | None = None
     peer_gid: int | None = None
     peer_pid: int | None = None
+    peer_context: str | None = None  # SO_PEERSEC, read only when SELinux is enabled
+    listener_label: str | None = None  # the listener's configured default label
     extra: dict[str, str] = field(default_factory=dict)

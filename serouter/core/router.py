@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from serouter.core import uris
 from serouter.core.access import AccessCheck
@@ -12,14 +12,29 @@ from serouter.core.realm import Realm
 from serouter.core.session import Session
 
 
+# Computes a session's security label from what the transport vouches for and the identity
+# the router itself established (authid, authrole); None means unlabeled.
+Labeler = Callable[[TransportInfo, str, str], str | None]
+
+
+def listener_label(transport: TransportInfo, authid: str, authrole: str) -> str | None:
+    """The default labeler: the listener's configured label, if any."""
+    return transport.listener_label
+
+
 class Router:
     """Owns realms, ID generation and the set of connected sessions."""
 
     def __init__(
-        self, realm_names: Iterable[str], access: AccessCheck, ids: IdGenerator | None = None
+        self,
+        realm_names: Iterable[str],
+        access: AccessCheck,
+        ids: IdGenerator | None = None,
+        labeler: Labeler = listener_label,
     ) -> None:
         self.ids = ids or IdGenerator()
         self.access = access
+        self.labeler = labeler
         self.realms: dict[str, Realm] = {
             name: Realm(name, access, self.ids) for name in realm_names
         }

@@ -168,6 +168,7 @@ class Session:
         self.authid = f"anonymous-{self.id}"
         self.authrole = "anonymous"
         self.authmethod = "anonymous"
+        self.label = self.router.labeler(self.transport, self.authid, self.authrole)
         self.subject = Subject(self.id, self.authid, self.authrole, self.label)
         error = realm.authorize(self, Action.JOIN, realm.name)
         if error is not None:

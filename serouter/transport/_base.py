@@ -68,7 +68,13 @@ class WampServerFactory(ServerFactory):
         handshake_timeout: float,
         listener: str = "",
         batcher: WriteBatcher | None = None,
+        label: str | None = None,
+        read_peer_context: bool = False,
     ) -> None:
+        # read_peer_context: read SO_PEERSEC from Unix peers; set only when SELinux is enabled
+        # (on an AppArmor host the same option returns an AppArmor label).
+        self.label = label
+        self.read_peer_context = read_peer_context
         self.batcher = batcher or WriteBatcher()
         self.router = router
         self.clock = clock
@@ -229,12 +235,15 @@ class WampProtocol(Protocol):
     def _transport_info(self, kind: str, extra: dict[str, str]) -> TransportInfo:
         assert self.serializer is not None
         pid = uid = gid = None
+        context = None
         handle = getattr(self.transport, "getHandle", lambda: None)()
         if isinstance(handle, socket.socket) and handle.family == socket.AF_UNIX:
-            # The kernel vouches for these: they may later feed labels and authids.
+            # The kernel vouches for these: they may feed labels and authids.
             pid, uid, gid = _PEERCRED.unpack(
                 handle.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             )
+            if self.factory.read_peer_context:
+                context = _peer_context(handle)
         return TransportInfo(
             kind=kind,
             serializer=self.serializer.name,
@@ -244,5 +253,17 @@ class WampProtocol(Protocol):
             peer_uid=uid,
             peer_gid=gid,
             peer_pid=pid,
+            peer_context=context,
+            listener_label=self.factory.label,
             extra=extra,
         )
+
+
+def _peer_context(handle: socket.socket) -> str | None:
+    """The peer's SELinux context (SO_PEERSEC), or None where the kernel has none to give."""
+    try:
+        raw = handle.getsockopt(socket.SOL_SOCKET, socket.SO_PEERSEC, 256)
+    except OSError:  # ENOPROTOOPT without SELinux
+        return None
+    context = raw.rstrip(b"\0").decode("ascii", errors="replace")
+    return context or None
