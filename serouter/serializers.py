@@ -89,9 +89,17 @@ def _unbinary(obj: Any) -> Any:
     return obj
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_json_decoder = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def _json_loads(payload: bytes | str) -> Any:
     # WebSocket text frames arrive as already-validated str, RawSocket payloads as bytes.
-    obj = json.loads(payload)
+    text = payload.decode("utf-8") if type(payload) is bytes else payload
+    obj = _json_decoder.decode(text)  # type: ignore[arg-type]
     marker = _ESCAPED_NUL if type(payload) is bytes else _ESCAPED_NUL_STR
     return _unbinary(obj) if marker in payload else obj  # type: ignore[operator]
 

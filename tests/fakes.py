@@ -21,8 +21,9 @@ class FakePeer:
         self.sent: list[Outgoing] = []
         self.closed = False
 
-    def send(self, message: Outgoing) -> None:
+    def send(self, message: Outgoing) -> str | None:
         self.sent.append(message)
+        return None
 
     def close(self) -> None:
         self.closed = True

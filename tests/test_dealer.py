@@ -156,3 +156,40 @@ def test_failing_check_gets_authorization_failed() -> None:
     s, peer = connect(router)
     send(s, 48, 1, {}, "a.b")
     assert peer.wire() == [[8, 48, 1, {}, "wamp.error.authorization_failed"]]
+
+
+class RefusingPeer:
+    """A peer whose transport refuses the first ``refuse`` messages with ``error``."""
+
+    def __init__(self, inner: object, error: str, refuse: int = 10**9) -> None:
+        self.inner, self.error, self.refuse = inner, error, refuse
+
+    def send(self, message: object) -> str | None:
+        if self.refuse > 0:
+            self.refuse -= 1
+            return self.error
+        return self.inner.send(message)  # type: ignore[attr-defined,no-any-return]
+
+    def close(self) -> None:
+        self.inner.close()  # type: ignore[attr-defined]
+
+
+def test_invocation_the_callee_cannot_take_fails_the_call() -> None:
+    """An INVOCATION the callee's transport refuses gives the caller that error at once."""
+    router, callee, cpeer, caller, kpeer, _ = setup_call()
+    callee.peer = RefusingPeer(cpeer, "wamp.error.payload_size_exceeded")
+    send(caller, 48, 3, {}, "com.example.add", ["big"])
+    [[code, rtype, req, _, uri, _args]] = kpeer.wire()
+    assert (code, rtype, req, uri) == (8, 48, 3, "wamp.error.payload_size_exceeded")
+    assert router.realms["realm1"].dealer.pending_calls == 0
+
+
+def test_result_the_caller_cannot_take_becomes_an_error() -> None:
+    """A RESULT the caller's transport refuses is replaced by an ERROR with that URI."""
+    _, callee, cpeer, caller, kpeer, _ = setup_call()
+    send(caller, 48, 4, {}, "com.example.add")
+    inv = cpeer.wire()[0][1]
+    caller.peer = RefusingPeer(kpeer, "wamp.error.invalid_argument", refuse=1)
+    send(callee, 70, inv, {}, [float("nan")])
+    assert kpeer.wire() == [[8, 48, 4, {}, "wamp.error.invalid_argument",
+                             ["the callee's answer cannot be carried by the caller's transport"]]]

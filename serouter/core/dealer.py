@@ -129,6 +129,15 @@ class Dealer:
         del self._by_call[(pending.caller.id, pending.request)]
         return [(pending.caller, Result(pending.request, {}, msg.args, msg.kwargs))]
 
+    def fail_invocation(self, callee: Session, invocation: int, error: str) -> Deliveries:
+        """An INVOCATION could not be delivered: the caller gets ``error`` at once."""
+        pending = self._by_invocation.pop((callee.id, invocation), None)
+        if pending is None:
+            return []
+        del self._by_call[(pending.caller.id, pending.request)]
+        text = "the call cannot be carried by the callee's transport"
+        return [(pending.caller, _error(CALL, pending.request, error, text))]
+
     def invocation_error(self, callee: Session, msg: InvocationError) -> Deliveries:
         pending = self._by_invocation.pop((callee.id, msg.request), None)
         if pending is None:

@@ -13,8 +13,15 @@ from serouter.core.messages import Outgoing
 class Peer(Protocol):
     """One connection, as the core sees it."""
 
-    def send(self, message: Outgoing) -> None:
-        """Serialize and queue ``message`` for the peer (never blocks, never raises)."""
+    def send(self, message: Outgoing) -> str | None:
+        """Serialize and queue ``message`` for the peer (never blocks, never raises).
+
+        None when sent. Otherwise nothing was sent and the answer is the WAMP error URI that
+        says why: ``wamp.error.payload_size_exceeded`` (over the peer's limit) or
+        ``wamp.error.invalid_argument`` (the payload cannot be expressed in the peer's
+        serialization, e.g. NaN or a binary map key for JSON). The realm then answers
+        whoever waits for the message.
+        """
 
     def close(self) -> None:
         """Close the connection once what was queued has been written."""

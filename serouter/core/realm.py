@@ -25,9 +25,11 @@ from serouter.core.messages import (
     Call,
     Error,
     Incoming,
+    Invocation,
     InvocationError,
     Publish,
     Register,
+    Result,
     Subscribe,
     Unregister,
     Unsubscribe,
@@ -106,14 +108,25 @@ class Realm:
         handler = self._handlers.get(type(msg))
         if handler is None:
             return False
-        for target, message in handler(session, msg):
-            target.peer.send(message)
+        self._deliver(handler(session, msg))
         return True
 
-    @staticmethod
-    def _deliver(deliveries: Deliveries) -> None:
+    def _deliver(self, deliveries: Deliveries) -> None:
         for target, message in deliveries:
-            target.peer.send(message)
+            refused = target.peer.send(message)
+            if refused is not None:
+                self._undeliverable(target, message, refused)
+
+    def _undeliverable(self, target: Session, message: Any, error: str) -> None:
+        """A message its peer's transport cannot carry: fail whatever waits on it."""
+        if isinstance(message, Invocation):
+            self._deliver(self.dealer.fail_invocation(target, message.request, error))
+        elif isinstance(message, Result) or (
+            isinstance(message, Error) and (message.args or message.kwargs)
+        ):
+            text = "the callee's answer cannot be carried by the caller's transport"
+            target.peer.send(error_reply(CALL, message.request, error, text))
+        # An EVENT one subscriber cannot take is dropped for that subscriber only (logged).
 
     def _checked(
         self, session: Session, action: Action, request_type: int, request: int, uri: str

@@ -16,6 +16,7 @@ from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from serouter.core import uris
 from serouter.core.messages import Outgoing, ProtocolViolation, parse
 from serouter.core.peer import TransportInfo
 from serouter.serializers import Serializer
@@ -184,18 +185,25 @@ class WampProtocol(Protocol):
 
     # -- the core's Peer interface --------------------------------------------------------
 
-    def send(self, message: Outgoing) -> None:
+    def send(self, message: Outgoing) -> str | None:
         if self._closing:
-            return
+            return None  # going away: nobody waits for an answer about this
         assert self.serializer is not None
-        data = self.serializer.encode(message)
+        try:
+            data = self.serializer.encode(message)
+        except Exception as e:  # the payload has no form in this peer's serialization
+            log.info("not sent: a {type} has no {ser} form: {error}",
+                     type=type(message).__name__, ser=self.serializer.name, error=str(e))
+            return uris.INVALID_ARGUMENT
         if len(data) > self._max_out:
-            log.warn(
-                "dropped a {type} of {size} bytes: over {peer}'s limit",
+            log.info(
+                "not sent: a {type} of {size} bytes is over {peer}'s limit of {limit}",
                 type=type(message).__name__, size=len(data), peer=self._peer_string(),
+                limit=self._max_out,
             )
-            return
+            return uris.PAYLOAD_SIZE_EXCEEDED
         self.send_payload(data)
+        return None
 
     def close(self) -> None:
         if not self._closing:

@@ -9,6 +9,7 @@ from serouter.transport._wscodec import (
     CloseReceived,
     Failed,
     Message,
+    Ping,
     Pong,
     WebSocketServerConnection,
 )
@@ -38,6 +39,8 @@ class WebSocketProtocol(WampProtocol):
             elif kind is Accepted:
                 self._flush()
                 self._accepted(event)  # type: ignore[arg-type]
+            elif kind is Ping:
+                self._flush()  # the pong goes out before answers to later messages
             elif kind is Pong:
                 self.pongs += 1
             elif kind is CloseReceived or kind is Failed:
