@@ -11,7 +11,6 @@ from serouter.core.peer import Peer, TransportInfo
 from serouter.core.realm import Realm
 from serouter.core.session import Session
 
-
 # Computes a session's security label from what the transport vouches for and the identity
 # the router itself established (authid, authrole); None means unlabeled.
 Labeler = Callable[[TransportInfo, str, str], str | None]
