@@ -51,7 +51,7 @@ class RouterDaemon:
         if access is None:
             log.warn("access control: allow-all (every action of every session is allowed)")
             access = AllowAll()
-        self.router = Router([r.name for r in config.realms], access)
+        self.router = Router([r.name for r in config.realms], access, reactor)
         self.ports: list[IListeningPort] = []
         self.batcher = WriteBatcher()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.task import Clock
+
 from serouter.core.access import AllowAll
 from serouter.core.ids import IdGenerator
 from serouter.core.messages import Hello, Outgoing, parse
@@ -12,6 +14,11 @@ from serouter.core.router import Router
 from serouter.core.session import Session
 
 ROLES = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
+ALL_FEATURES = {"features": {
+    "progressive_call_results": True, "progressive_call_invocations": True,
+    "call_canceling": True, "call_timeout": True, "caller_identification": True,
+}}
+ROLES_ADVANCED = dict.fromkeys(ROLES, ALL_FEATURES)
 
 
 class FakePeer:
@@ -35,15 +42,18 @@ class FakePeer:
         return out
 
 
-def make_router(*realms: str, access: Any = None) -> Router:
-    return Router(realms or ("realm1",), access or AllowAll(), IdGenerator(seed=1))
+def make_router(*realms: str, access: Any = None, clock: Any = None) -> Router:
+    names = realms or ("realm1",)
+    return Router(names, access or AllowAll(), clock or Clock(), IdGenerator(seed=1))
 
 
-def connect(router: Router, realm: str = "realm1") -> tuple[Session, FakePeer]:
+def connect(
+    router: Router, realm: str = "realm1", roles: Any = None
+) -> tuple[Session, FakePeer]:
     """A session that has joined ``realm``, with its WELCOME already consumed."""
     peer = FakePeer()
     session = router.open_session(peer, TransportInfo("rawsocket", "json", "test"))
-    session.receive(Hello(realm, {"roles": ROLES}))
+    session.receive(Hello(realm, {"roles": roles or ROLES}))
     welcome = peer.wire()
     assert welcome[0][0] == 2, welcome
     return session, peer

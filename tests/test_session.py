@@ -22,7 +22,8 @@ def test_hello_gets_welcome_with_roles_and_identity() -> None:
     [[code, sid, details]] = peer.wire()
     assert code == 2 and 1 <= sid <= 2**53 and sid == session.id
     assert details["authrole"] == "anonymous" and details["authmethod"] == "anonymous"
-    assert details["roles"] == {"broker": {"features": {}}, "dealer": {"features": {}}}
+    assert set(details["roles"]) == {"broker", "dealer"}
+    assert details["roles"]["dealer"]["features"]["call_canceling"] is True
     assert session.state is State.ESTABLISHED
 
 

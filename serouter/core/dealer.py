@@ -1,26 +1,44 @@
 """The dealer: registrations, calls and their invocations. Pure state; no I/O, no policy.
 
 Every public method takes the acting session and its message and *returns* the messages to
-deliver as ``(session, message)`` pairs; the realm delivers them. The access check happened
-before any of these is called, and the dealer does not know it exists.
+deliver as ``(session, message)`` pairs; the realm delivers them. Only timers (call timeouts)
+deliver later, through the ``deliver`` callable the realm hands in. The access check happened
+before any method is called; the dealer does not know it exists.
+
+Calls, as the Advanced Profile defines them:
+
+- patterns (``match``: exact, prefix, wildcard) and shared registrations (``invoke``: single,
+  roundrobin, random, first, last);
+- progressive results (``receive_progress`` / YIELD ``progress``) and progressive invocations
+  (CALL ``progress``: later CALLs with the same request ID go to the same callee and
+  invocation ID);
+- CANCEL (``skip``, ``kill``, ``killnowait``) and router-enforced ``timeout`` (ms): the caller
+  always gets exactly one final answer; once it has one early, the callee's later answers are
+  dropped because the pending call is forgotten;
+- caller disclosure (``disclose_me``, ``disclose_caller``), which the realm may force or forbid.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
 from serouter.core import uris
+from serouter.core.clock import Clock, Timer
 from serouter.core.ids import IdGenerator
 from serouter.core.matching import EXACT, MATCH_POLICIES, UriMap
 from serouter.core.messages import (
     CALL,
+    CANCEL,
     REGISTER,
     UNREGISTER,
     Call,
+    Cancel,
     Error,
+    Interrupt,
     Invocation,
     InvocationError,
     Register,
@@ -37,6 +55,10 @@ if TYPE_CHECKING:
 log = Logger(namespace="serouter.dealer")
 
 Deliveries = list[tuple["Session", Any]]
+INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
+CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
+DISCLOSURE = frozenset({"allow", "force", "forbid"})
+RegistrationListener = Callable[[str, "Session", "Registration"], None]
 
 
 def _error(request_type: int, request: int, error: str, message: str | None = None) -> Error:
@@ -44,12 +66,23 @@ def _error(request_type: int, request: int, error: str, message: str | None = No
     return Error(request_type, request, {}, error, [message] if message else None)
 
 
+def _can_interrupt(callee: Session) -> bool:
+    # The spec spells the feature both ways in different sections.
+    return callee.supports("callee", "call_canceling") or callee.supports(
+        "callee", "call_cancelling"
+    )
+
+
 @dataclass(slots=True, eq=False)
 class Registration:
     id: int
     procedure: str
     match: str
+    invoke: str
+    created: float
     callees: list[Session] = field(default_factory=list)
+    disclose_caller: bool = False
+    next: int = 0  # round-robin position
 
 
 @dataclass(slots=True, eq=False)
@@ -60,39 +93,81 @@ class PendingCall:
     request: int
     callee: Session
     invocation: int
+    registration: Registration
+    receive_progress: bool
+    streaming: bool  # the caller is still sending progressive CALLs
+    interrupted: bool = False
+    timer: Timer | None = None
 
 
 class Dealer:
     """Routes calls of one realm."""
 
-    def __init__(self, ids: IdGenerator) -> None:
+    def __init__(
+        self,
+        ids: IdGenerator,
+        clock: Clock,
+        deliver: Callable[[Deliveries], None],
+        disclose_caller: str = "allow",
+    ) -> None:
         self._ids = ids
+        self._clock = clock
+        self._deliver = deliver
+        self.disclose_caller = disclose_caller
+        self.listener: RegistrationListener | None = None  # the meta API's hook
         self._registrations: UriMap[Registration] = UriMap()
         self._by_id: dict[int, Registration] = {}
-        # Pending calls by (callee session id, invocation request id) and by (caller id, request)
-        self._by_invocation: dict[tuple[int, int], PendingCall] = {}
-        self._by_call: dict[tuple[int, int], PendingCall] = {}
-        # Registrations each session holds, to clean up when it leaves.
-        self._held: dict[int, set[int]] = {}
+        self._by_invocation: dict[tuple[int, int], PendingCall] = {}  # (callee id, invocation)
+        self._by_call: dict[tuple[int, int], PendingCall] = {}  # (caller id, request)
+        self._held: dict[int, set[int]] = {}  # registrations each session holds
 
     # -- registration --------------------------------------------------------------------
 
     def register(self, session: Session, msg: Register) -> Deliveries:
-        match = msg.options.get("match") or EXACT
-        if match not in MATCH_POLICIES:
-            return [(session, _error(REGISTER, msg.request, uris.OPTION_NOT_ALLOWED,
-                                     f"match policy {match!r} is not supported"))]
-        if uris.is_reserved(msg.procedure):
-            return [(session, _error(REGISTER, msg.request, uris.INVALID_URI,
-                                     "procedures under 'wamp.' are reserved for the router"))]
-        if self._registrations.get(msg.procedure, match) is not None:
-            return [(session, _error(REGISTER, msg.request, uris.PROCEDURE_ALREADY_EXISTS,
-                                     f"{msg.procedure} is already registered"))]
-        reg = Registration(self._ids.router_id(), msg.procedure, match, [session])
-        self._registrations.add(msg.procedure, match, reg)
-        self._by_id[reg.id] = reg
+        opts = msg.options
+        match = opts.get("match") or EXACT
+        invoke = opts.get("invoke") or "single"
+        refused = self._refuse_registration(session, msg, match, invoke)
+        if refused is not None:
+            return [(session, refused)]
+        reg = self._registrations.get(msg.procedure, match)
+        created = reg is None
+        if reg is None:
+            reg = Registration(
+                self._ids.router_id(), msg.procedure, match, invoke, self._clock.seconds()
+            )
+            self._registrations.add(msg.procedure, match, reg)
+            self._by_id[reg.id] = reg
+        reg.callees.append(session)
+        reg.disclose_caller = reg.disclose_caller or opts.get("disclose_caller") is True
         self._held.setdefault(session.id, set()).add(reg.id)
+        self._notify("on_create" if created else None, session, reg)
+        self._notify("on_register", session, reg)
         return [(session, Registered(msg.request, reg.id))]
+
+    def _refuse_registration(
+        self, session: Session, msg: Register, match: object, invoke: object
+    ) -> Error | None:
+        request = msg.request
+        if match not in MATCH_POLICIES:
+            return _error(REGISTER, request, uris.OPTION_NOT_ALLOWED,
+                          f"match policy {match!r} is not supported")
+        if invoke not in INVOKE_POLICIES:
+            return _error(REGISTER, request, uris.OPTION_NOT_ALLOWED,
+                          f"invocation policy {invoke!r} is not supported")
+        if uris.is_reserved(msg.procedure):
+            return _error(REGISTER, request, uris.INVALID_URI,
+                          "procedures under 'wamp.' are reserved for the router")
+        reg = self._registrations.get(msg.procedure, str(match))
+        if reg is None:
+            return None
+        if session in reg.callees or (invoke == "single" and reg.invoke == "single"):
+            return _error(REGISTER, request, uris.PROCEDURE_ALREADY_EXISTS,
+                          f"{msg.procedure} is already registered")
+        if reg.invoke != invoke:
+            return _error(REGISTER, request, uris.PROCEDURE_EXISTS_WITH_DIFFERENT_POLICY,
+                          f"{msg.procedure} is registered with invoke={reg.invoke!r}")
+        return None
 
     def unregister(self, session: Session, msg: Unregister) -> Deliveries:
         reg = self._by_id.get(msg.registration)
@@ -102,79 +177,215 @@ class Dealer:
         self._remove_callee(reg, session)
         return [(session, Unregistered(msg.request))]
 
-    # -- calls ---------------------------------------------------------------------------
-
-    def call(self, caller: Session, msg: Call) -> Deliveries:
-        key = (caller.id, msg.request)
-        if key in self._by_call:
-            caller.protocol_violation(f"CALL request ID {msg.request} is already in use")
-            return []
-        reg = self._registrations.best(msg.procedure)
-        if reg is None:
-            return [(caller, _error(CALL, msg.request, uris.NO_SUCH_PROCEDURE,
-                                    f"no callee registered for procedure {msg.procedure}"))]
-        callee = reg.callees[0]
-        invocation = callee.next_request_id()
-        pending = PendingCall(caller, msg.request, callee, invocation)
-        self._by_invocation[(callee.id, invocation)] = pending
-        self._by_call[key] = pending
-        return [(callee, Invocation(invocation, reg.id, {}, msg.args, msg.kwargs))]
-
-    def yield_(self, callee: Session, msg: Yield) -> Deliveries:
-        pending = self._by_invocation.pop((callee.id, msg.request), None)
-        if pending is None:
-            # The caller left or the call ended meanwhile: a race, not a violation.
-            log.debug("YIELD for unknown invocation {request}", request=msg.request)
-            return []
-        del self._by_call[(pending.caller.id, pending.request)]
-        return [(pending.caller, Result(pending.request, {}, msg.args, msg.kwargs))]
-
-    def fail_invocation(self, callee: Session, invocation: int, error: str) -> Deliveries:
-        """An INVOCATION could not be delivered: the caller gets ``error`` at once."""
-        pending = self._by_invocation.pop((callee.id, invocation), None)
-        if pending is None:
-            return []
-        del self._by_call[(pending.caller.id, pending.request)]
-        text = "the call cannot be carried by the callee's transport"
-        return [(pending.caller, _error(CALL, pending.request, error, text))]
-
-    def invocation_error(self, callee: Session, msg: InvocationError) -> Deliveries:
-        pending = self._by_invocation.pop((callee.id, msg.request), None)
-        if pending is None:
-            return []
-        del self._by_call[(pending.caller.id, pending.request)]
-        reply = Error(CALL, pending.request, {}, msg.error, msg.args, msg.kwargs)
-        return [(pending.caller, reply)]
-
-    # -- sessions leaving ------------------------------------------------------------------
-
-    def remove_session(self, session: Session) -> Deliveries:
-        """Drop what ``session`` held; callers waiting on it as callee get an ERROR at once."""
-        for reg_id in self._held.pop(session.id, ()):
-            reg = self._by_id.get(reg_id)
-            if reg is not None:
-                self._remove_callee(reg, session)
-        out: Deliveries = []
-        for key in [k for k, p in self._by_invocation.items() if p.callee is session]:
-            pending = self._by_invocation.pop(key)
-            del self._by_call[(pending.caller.id, pending.request)]
-            out.append((pending.caller, _error(CALL, pending.request, uris.CANCELED,
-                                               "callee disconnected from in-flight request")))
-        # Calls the session made as caller: their results have nowhere to go.
-        for key in [k for k, p in self._by_call.items() if p.caller is session]:
-            pending = self._by_call.pop(key)
-            self._by_invocation.pop((pending.callee.id, pending.invocation), None)
-        return out
-
     def _remove_callee(self, reg: Registration, callee: Session) -> None:
         """Remove one callee from a registration, and the registration once it has none.
 
         Invocations already sent stay pending: a callee that unregisters may still answer.
         """
         reg.callees.remove(callee)
+        self._notify("on_unregister", callee, reg)
         if not reg.callees:
             self._registrations.remove(reg.procedure, reg.match)
             del self._by_id[reg.id]
+            self._notify("on_delete", callee, reg)
+
+    def _notify(self, event: str | None, session: Session, reg: Registration) -> None:
+        if event is not None and self.listener is not None:
+            self.listener(event, session, reg)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def call(self, caller: Session, msg: Call) -> Deliveries:
+        opts = msg.options
+        progress = opts.get("progress") is True
+        pending = self._by_call.get((caller.id, msg.request))
+        if pending is not None:
+            if pending.streaming:
+                return self._continue(pending, msg, progress)
+            caller.protocol_violation(f"CALL request ID {msg.request} is already in use")
+            return []
+        if progress and not caller.supports("caller", "progressive_call_invocations"):
+            caller.protocol_violation("progressive CALL without progressive_call_invocations")
+            return []
+        reg = self._registrations.best(msg.procedure)
+        if reg is None:
+            return [(caller, _error(CALL, msg.request, uris.NO_SUCH_PROCEDURE,
+                                    f"no callee registered for procedure {msg.procedure}"))]
+        details = self._invocation_details(caller, msg, reg)
+        if isinstance(details, Error):
+            return [(caller, details)]
+        callee = self._pick(reg)
+        if progress and not (
+            callee.supports("callee", "progressive_call_invocations") and _can_interrupt(callee)
+        ):
+            return [(caller, _error(CALL, msg.request, uris.FEATURE_NOT_SUPPORTED,
+                                    "the callee does not take progressive invocations"))]
+        invocation = callee.next_request_id()
+        pending = PendingCall(caller, msg.request, callee, invocation, reg,
+                              "receive_progress" in details, progress)
+        self._by_invocation[(callee.id, invocation)] = pending
+        self._by_call[(caller.id, msg.request)] = pending
+        timeout = opts.get("timeout")
+        if timeout:
+            pending.timer = self._clock.callLater(timeout / 1000, self._timed_out, pending)
+        if progress:
+            details["progress"] = True
+        return [(callee, Invocation(invocation, reg.id, details, msg.args, msg.kwargs))]
+
+    def _invocation_details(
+        self, caller: Session, msg: Call, reg: Registration
+    ) -> dict[str, Any] | Error:
+        """INVOCATION.Details for a new call, or the ERROR refusing its options."""
+        opts = msg.options
+        details: dict[str, Any] = {}
+        if not opts:
+            if reg.match != EXACT:
+                details["procedure"] = msg.procedure
+            if self._discloses(False, reg):
+                self._disclose(caller, details)
+            return details
+        timeout = opts.get("timeout")
+        if timeout is not None and (type(timeout) is not int or timeout < 0):
+            return _error(CALL, msg.request, uris.INVALID_ARGUMENT,
+                          "timeout must be a non-negative integer (milliseconds)")
+        disclose_me = opts.get("disclose_me") is True
+        if disclose_me and self.disclose_caller == "forbid":
+            return _error(CALL, msg.request, uris.DISCLOSE_ME_DISALLOWED)
+        if reg.match != EXACT:
+            details["procedure"] = msg.procedure
+        if opts.get("receive_progress") is True:
+            details["receive_progress"] = True
+        if self._discloses(disclose_me, reg):
+            self._disclose(caller, details)
+        return details
+
+    def _discloses(self, disclose_me: bool, reg: Registration) -> bool:
+        """The realm's setting decides: force, forbid, or allow when caller or callee asks."""
+        policy = self.disclose_caller
+        return policy == "force" or (policy == "allow" and (disclose_me or reg.disclose_caller))
+
+    @staticmethod
+    def _disclose(caller: Session, details: dict[str, Any]) -> None:
+        details["caller"] = caller.id
+        details["caller_authid"] = caller.authid
+        details["caller_authrole"] = caller.authrole
+
+    def _pick(self, reg: Registration) -> Session:
+        """The callee for the next call, by the registration's invocation policy."""
+        callees = reg.callees
+        if len(callees) == 1 or reg.invoke in ("single", "first"):
+            return callees[0]
+        if reg.invoke == "roundrobin":
+            callee = callees[reg.next % len(callees)]
+            reg.next = (reg.next + 1) % len(callees)
+            return callee
+        if reg.invoke == "random":
+            return callees[self._ids.below(len(callees))]
+        return callees[-1]  # last
+
+    def _continue(self, pending: PendingCall, msg: Call, progress: bool) -> Deliveries:
+        """A later chunk of a progressive call: same callee, same invocation ID."""
+        pending.streaming = progress
+        details = {"progress": True} if progress else {}
+        invocation = Invocation(pending.invocation, pending.registration.id, details,
+                                msg.args, msg.kwargs)
+        return [(pending.callee, invocation)]
+
+    def cancel(self, caller: Session, msg: Cancel) -> Deliveries:
+        pending = self._by_call.get((caller.id, msg.request))
+        if pending is None:
+            return []  # the call has ended: nothing left to cancel
+        mode = msg.options.get("mode") or "killnowait"
+        if mode not in CANCEL_MODES:
+            return [(caller, _error(CANCEL, msg.request, uris.INVALID_ARGUMENT,
+                                    f"cancel mode {mode!r} is not one of skip|kill|killnowait"))]
+        callee = pending.callee
+        interruptible = _can_interrupt(callee)
+        if mode == "kill" and interruptible:
+            # The callee's answer (ERROR or RESULT) will be the caller's one final answer.
+            if pending.interrupted:
+                return []
+            pending.interrupted = True
+            return [(callee, Interrupt(pending.invocation, {"mode": "kill"}))]
+        self._forget(pending)
+        out: Deliveries = [(caller, _error(CALL, msg.request, uris.CANCELED))]
+        if mode == "killnowait" and interruptible:
+            out.append((callee, Interrupt(pending.invocation, {"mode": "killnowait"})))
+        return out
+
+    def _timed_out(self, pending: PendingCall) -> None:
+        pending.timer = None
+        if self._by_call.get((pending.caller.id, pending.request)) is not pending:
+            return
+        self._forget(pending)
+        out: Deliveries = [(pending.caller, _error(CALL, pending.request, uris.TIMEOUT,
+                                                   "the call timed out"))]
+        if _can_interrupt(pending.callee):
+            interrupt = Interrupt(pending.invocation, {"mode": "killnowait",
+                                                       "reason": uris.TIMEOUT})
+            out.append((pending.callee, interrupt))
+        self._deliver(out)
+
+    def _forget(self, pending: PendingCall) -> None:
+        self._by_invocation.pop((pending.callee.id, pending.invocation), None)
+        self._by_call.pop((pending.caller.id, pending.request), None)
+        if pending.timer is not None:
+            if pending.timer.active():
+                pending.timer.cancel()
+            pending.timer = None
+
+    # -- answers from callees ------------------------------------------------------------
+
+    def yield_(self, callee: Session, msg: Yield) -> Deliveries:
+        pending = self._by_invocation.get((callee.id, msg.request))
+        if pending is None:
+            # The call was answered already (cancel, timeout) or its caller left.
+            log.debug("YIELD for unknown invocation {request}", request=msg.request)
+            return []
+        if msg.options.get("progress") is True:
+            if not pending.receive_progress:
+                return []  # the caller did not ask for progressive results
+            result = Result(pending.request, {"progress": True}, msg.args, msg.kwargs)
+            return [(pending.caller, result)]
+        self._forget(pending)
+        return [(pending.caller, Result(pending.request, {}, msg.args, msg.kwargs))]
+
+    def invocation_error(self, callee: Session, msg: InvocationError) -> Deliveries:
+        pending = self._by_invocation.get((callee.id, msg.request))
+        if pending is None:
+            return []
+        self._forget(pending)
+        reply = Error(CALL, pending.request, {}, msg.error, msg.args, msg.kwargs)
+        return [(pending.caller, reply)]
+
+    def fail_invocation(self, callee: Session, invocation: int, error: str) -> Deliveries:
+        """An INVOCATION could not be delivered: the caller gets ``error`` at once."""
+        pending = self._by_invocation.get((callee.id, invocation))
+        if pending is None:
+            return []
+        self._forget(pending)
+        text = "the call cannot be carried by the callee's transport"
+        return [(pending.caller, _error(CALL, pending.request, error, text))]
+
+    # -- sessions leaving ------------------------------------------------------------------
+
+    def remove_session(self, session: Session) -> Deliveries:
+        """Drop what ``session`` held; calls waiting on it as callee fail at once."""
+        for reg_id in self._held.pop(session.id, ()):
+            reg = self._by_id.get(reg_id)
+            if reg is not None:
+                self._remove_callee(reg, session)
+        out: Deliveries = []
+        for pending in [p for p in self._by_invocation.values() if p.callee is session]:
+            self._forget(pending)
+            out.append((pending.caller, _error(CALL, pending.request, uris.CANCELED,
+                                               "callee disconnected from in-flight request")))
+        # Calls the session made: their answers have nowhere to go; stop the callees' work.
+        for pending in [p for p in self._by_call.values() if p.caller is session]:
+            self._forget(pending)
+            if _can_interrupt(pending.callee):
+                out.append((pending.callee, Interrupt(pending.invocation, {"mode": "killnowait"})))
+        return out
 
     # -- introspection (meta API, tests) ---------------------------------------------------
 
@@ -183,6 +394,12 @@ class Dealer:
 
     def lookup(self, procedure: str, match: str = EXACT) -> Registration | None:
         return self._registrations.get(procedure, match)
+
+    def match(self, procedure: str) -> Registration | None:
+        return self._registrations.best(procedure)
+
+    def registrations(self, match: str | None = None) -> list[Registration]:
+        return list(self._registrations.values(match))
 
     @property
     def pending_calls(self) -> int:

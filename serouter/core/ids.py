@@ -22,6 +22,10 @@ class IdGenerator:
         """A global-scope ID in [1, 2^53]."""
         return self._rng.getrandbits(53) + 1
 
+    def below(self, n: int) -> int:
+        """A uniform random integer in [0, n) (for the random invocation policy)."""
+        return self._rng.randrange(n)
+
     def router_id(self) -> int:
         """A router-scope ID: 1, 2, 3, ... wrapping before 2^53."""
         self._next_router_id = self._next_router_id % MAX_ID + 1

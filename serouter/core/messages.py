@@ -207,6 +207,16 @@ class Invocation:
         )
 
 
+@dataclass(slots=True)
+class Interrupt:
+    TYPE: ClassVar[int] = INTERRUPT
+    request: int
+    options: Dict
+
+    def marshal(self) -> list[Any]:
+        return [INTERRUPT, self.request, self.options]
+
+
 # -- messages a router receives -----------------------------------------------------------
 
 
@@ -279,6 +289,13 @@ class Call:
 
 
 @dataclass(slots=True)
+class Cancel:
+    TYPE: ClassVar[int] = CANCEL
+    request: int
+    options: Dict
+
+
+@dataclass(slots=True)
 class Register:
     TYPE: ClassVar[int] = REGISTER
     request: int
@@ -304,11 +321,11 @@ class Yield:
 
 Outgoing: TypeAlias = (
     Welcome | Abort | Goodbye | Error | Published | Subscribed | Unsubscribed | Event | Result
-    | Registered | Unregistered | Invocation
+    | Registered | Unregistered | Invocation | Interrupt
 )
 Incoming: TypeAlias = (
     Hello | ClientGoodbye | ClientAbort | InvocationError | Publish | Subscribe | Unsubscribe
-    | Call | Register | Unregister | Yield
+    | Call | Cancel | Register | Unregister | Yield
 )
 
 # -- parsing ------------------------------------------------------------------------------
@@ -460,6 +477,11 @@ def _call_checked(m: list[Any]) -> Call:
     )
 
 
+def _cancel(m: list[Any]) -> Cancel:
+    _length(m, 3, "CANCEL")
+    return Cancel(_id(m[1], "CANCEL.Request"), _dict(m[2], "CANCEL.Options"))
+
+
 def _register(m: list[Any]) -> Register:
     _length(m, 4, "REGISTER")
     return Register(
@@ -499,6 +521,7 @@ _PARSERS: dict[int, Callable[[list[Any]], Incoming]] = {
     SUBSCRIBE: _subscribe,
     UNSUBSCRIBE: _unsubscribe,
     CALL: _call,
+    CANCEL: _cancel,
     REGISTER: _register,
     UNREGISTER: _unregister,
     YIELD: _yield,

@@ -15,14 +15,14 @@ from twisted.logger import Logger
 from serouter.core import uris
 from serouter.core.access import AccessCheck, AccessCheckFailed, Action
 from serouter.core.broker import Broker
+from serouter.core.clock import Clock
 from serouter.core.dealer import Dealer
 from serouter.core.ids import IdGenerator
+from serouter.core.matching import EXACT, MATCH_POLICIES
 from serouter.core.messages import (
     CALL,
-    PUBLISH,
-    REGISTER,
-    SUBSCRIBE,
     Call,
+    Cancel,
     Error,
     Incoming,
     Invocation,
@@ -53,17 +53,33 @@ def error_reply(request_type: int, request: int, error: str, message: str | None
 class Realm:
     """Sessions joined to one realm name, and the routing between them."""
 
-    def __init__(self, name: str, access: AccessCheck, ids: IdGenerator) -> None:
+    def __init__(
+        self,
+        name: str,
+        access: AccessCheck,
+        ids: IdGenerator,
+        clock: Clock,
+        disclose_caller: str = "allow",
+    ) -> None:
         self.name = name
         self.access = access
         self.sessions: dict[int, Session] = {}
         self._valid_uris: set[str] = set()  # URIs seen valid: the regex runs once per URI
-        self.dealer = Dealer(ids)
+        self.dealer = Dealer(ids, clock, self._deliver, disclose_caller)
         self.broker = Broker(ids)
         # The roles (and features) announced in WELCOME: what is implemented, no more.
-        self.roles: dict[str, Any] = {"broker": {"features": {}}, "dealer": {"features": {}}}
+        self.roles: dict[str, Any] = {"broker": {"features": {}}, "dealer": {"features": {
+            "progressive_call_results": True,
+            "progressive_call_invocations": True,
+            "call_canceling": True,
+            "call_timeout": True,
+            "caller_identification": True,
+            "pattern_based_registration": True,
+            "shared_registration": True,
+        }}}
         self._handlers: dict[type, Callable[[Session, Any], Deliveries]] = {
             Call: self._call,
+            Cancel: self.dealer.cancel,
             Yield: self.dealer.yield_,
             InvocationError: self.dealer.invocation_error,
             Register: self._register,
@@ -129,10 +145,19 @@ class Realm:
         # An EVENT one subscriber cannot take is dropped for that subscriber only (logged).
 
     def _checked(
-        self, session: Session, action: Action, request_type: int, request: int, uri: str
+        self, session: Session, action: Action, msg: Call | Register | Subscribe | Publish, uri: str
     ) -> Error | None:
-        """Validate the URI and ask the access check; the ERROR to send if either says no."""
-        if uri not in self._valid_uris:
+        """Validate the URI (or pattern) and ask the access check; the ERROR if either says no.
+
+        For a pattern the access check sees the pattern as written.
+        """
+        request_type, request = msg.TYPE, msg.request
+        match = msg.options.get("match")
+        if match and match != EXACT:
+            if match in MATCH_POLICIES and not uris.is_valid_pattern(uri, match):
+                return error_reply(request_type, request, uris.INVALID_URI,
+                                   f"invalid {match} pattern {uri!r}")
+        elif uri not in self._valid_uris:
             if not uris.is_valid_uri(uri):
                 return error_reply(request_type, request, uris.INVALID_URI, f"invalid URI {uri!r}")
             if len(self._valid_uris) >= _VALID_URI_CACHE:
@@ -142,25 +167,25 @@ class Realm:
         return None if error is None else error_reply(request_type, request, error)
 
     def _call(self, session: Session, msg: Call) -> Deliveries:
-        refused = self._checked(session, Action.CALL, CALL, msg.request, msg.procedure)
+        refused = self._checked(session, Action.CALL, msg, msg.procedure)
         if refused is not None:
             return [(session, refused)]
         return self.dealer.call(session, msg)
 
     def _register(self, session: Session, msg: Register) -> Deliveries:
-        refused = self._checked(session, Action.REGISTER, REGISTER, msg.request, msg.procedure)
+        refused = self._checked(session, Action.REGISTER, msg, msg.procedure)
         if refused is not None:
             return [(session, refused)]
         return self.dealer.register(session, msg)
 
     def _subscribe(self, session: Session, msg: Subscribe) -> Deliveries:
-        refused = self._checked(session, Action.SUBSCRIBE, SUBSCRIBE, msg.request, msg.topic)
+        refused = self._checked(session, Action.SUBSCRIBE, msg, msg.topic)
         if refused is not None:
             return [(session, refused)]
         return self.broker.subscribe(session, msg)
 
     def _publish(self, session: Session, msg: Publish) -> Deliveries:
-        refused = self._checked(session, Action.PUBLISH, PUBLISH, msg.request, msg.topic)
+        refused = self._checked(session, Action.PUBLISH, msg, msg.topic)
         if refused is not None:
             # An unacknowledged publication gets no answer, not even a refusal.
             return [(session, refused)] if msg.options.get("acknowledge") is True else []

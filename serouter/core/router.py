@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 from serouter.core import uris
 from serouter.core.access import AccessCheck
+from serouter.core.clock import Clock
 from serouter.core.ids import IdGenerator
 from serouter.core.peer import Peer, TransportInfo
 from serouter.core.realm import Realm
@@ -28,14 +29,16 @@ class Router:
         self,
         realm_names: Iterable[str],
         access: AccessCheck,
+        clock: Clock,
         ids: IdGenerator | None = None,
         labeler: Labeler = listener_label,
     ) -> None:
         self.ids = ids or IdGenerator()
         self.access = access
+        self.clock = clock
         self.labeler = labeler
         self.realms: dict[str, Realm] = {
-            name: Realm(name, access, self.ids) for name in realm_names
+            name: Realm(name, access, self.ids, clock) for name in realm_names
         }
         self.sessions: set[Session] = set()  # every connection, joined or not
         self._session_ids: set[int] = set()

@@ -145,6 +145,12 @@ class Session:
         self._next_request = self._next_request % 2**53 + 1
         return self._next_request
 
+    def supports(self, role: str, feature: str) -> bool:
+        """Whether the peer announced ``feature`` for ``role`` in its HELLO."""
+        details = self.roles.get(role)
+        features = details.get("features") if type(details) is dict else None
+        return type(features) is dict and features.get(feature) is True
+
     @property
     def is_open(self) -> bool:
         return self.state is State.ESTABLISHED

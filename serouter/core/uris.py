@@ -27,6 +27,12 @@ OPTION_NOT_ALLOWED = "wamp.error.option_not_allowed"
 NETWORK_FAILURE = "wamp.error.network_failure"
 TIMEOUT = "wamp.error.timeout"
 NO_AVAILABLE_CALLEE = "wamp.error.no_available_callee"
+UNAVAILABLE = "wamp.error.unavailable"
+FEATURE_NOT_SUPPORTED = "wamp.error.feature_not_supported"
+PROCEDURE_EXISTS_WITH_DIFFERENT_POLICY = (
+    "wamp.error.procedure_exists_with_different_invocation_policy"
+)
+DISCLOSE_ME_DISALLOWED = "wamp.error.option_disallowed.disclose_me"
 
 # -- session close reasons
 SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
@@ -38,12 +44,25 @@ GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
 # because real clients use mixed case and dashes; "wamp." is reserved for the router.
 _LOOSE_URI = re.compile(r"^([^\s.#]+\.)*([^\s.#]+)\Z")
 _STRICT_URI = re.compile(r"^([0-9a-z_]+\.)*([0-9a-z_]+)\Z")
+# Patterns: a prefix may end in "." (or be empty: everything); a wildcard pattern may have
+# empty components anywhere.
+_PREFIX_PATTERN = re.compile(r"^([^\s.#]+\.)*([^\s.#]*)\Z")
+_WILDCARD_PATTERN = re.compile(r"^([^\s.#]*\.)*([^\s.#]*)\Z")
 RESERVED_PREFIX = "wamp."
 
 
 def is_valid_uri(uri: object) -> bool:
     """A concrete (non-pattern) URI in WAMP's loose form."""
     return isinstance(uri, str) and _LOOSE_URI.match(uri) is not None
+
+
+def is_valid_pattern(uri: str, match: str) -> bool:
+    """A URI as written in REGISTER/SUBSCRIBE with the given match policy."""
+    if match == "prefix":
+        return _PREFIX_PATTERN.match(uri) is not None
+    if match == "wildcard":
+        return "." in uri and _WILDCARD_PATTERN.match(uri) is not None
+    return _LOOSE_URI.match(uri) is not None
 
 
 def is_strict_uri(uri: str) -> bool:
