@@ -318,11 +318,31 @@ class RouterConfig:
     shutdown_timeout: float = field(default=5.0, metadata=_rule(_seconds(300)))
 
 
+def _topics(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(t, str) and _LOOSE_TOPIC.fullmatch(t) for t in value
+    ):
+        raise _Fault(f"must be a list of topic URIs, got {_show(value)}")
+    if len(set(value)) != len(value):
+        raise _Fault(f"lists a topic twice: {_show(value)}")
+    return tuple(value)
+
+
+_LOOSE_TOPIC: Final = re.compile(r"([^\s.#]+\.)*[^\s.#]+")
+_DISCLOSURE: Final = ("allow", "force", "forbid")
+
+
 @dataclass(frozen=True, slots=True)
 class RealmConfig:
     """One [[realms]] table."""
 
     name: str = field(metadata=_rule(_realm_uri))
+    # caller / publisher identification: "allow" (when the peer asks), "force", "forbid"
+    disclose_caller: str = field(default="allow", metadata=_rule(_choice(*_DISCLOSURE)))
+    disclose_publisher: str = field(default="allow", metadata=_rule(_choice(*_DISCLOSURE)))
+    # topics whose last events are kept (wamp.subscription.get_events), at most history_limit
+    history: tuple[str, ...] = field(default=(), metadata=_rule(_topics))
+    history_limit: int = field(default=100, metadata=_rule(_integer(1, 100_000)))
 
 
 @dataclass(frozen=True, slots=True)

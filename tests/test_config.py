@@ -358,8 +358,8 @@ def test_unknown_router_key() -> None:
 
 def test_unknown_realm_key() -> None:
     """An unknown key in a [[realms]] table is named with its index."""
-    assert error_of(data_with("realms", "authentication", "x")) == (
-        f'{SOURCE}: realms[0].authentication: unknown key; allowed keys: "name"'
+    assert error_of(data_with("realms", "authentication", "x")).startswith(
+        f'{SOURCE}: realms[0].authentication: unknown key; allowed keys: "name", '
     )
 
 
@@ -714,3 +714,19 @@ def test_twisted_really_listens_on_abstract_socket(private_reactor: PollReactor)
         port.stopListening().addBoth(stopped.append)
         private_reactor.runUntilCurrent()  # the close is a callLater(0); nothing else runs it
         assert stopped == [None]
+
+
+def test_realm_routing_options() -> None:
+    """Disclosure policies and history topics are read and checked per realm."""
+    realm = parse_config(
+        {"realms": [{"name": "r", "disclose_caller": "force", "history": ["a.b", "c"],
+                     "history_limit": 5}],
+         "listeners": [{"transport": "rawsocket", "endpoint": "tcp:0"}]},
+        SOURCE,
+    ).realms[0]
+    assert (realm.disclose_caller, realm.disclose_publisher) == ("force", "allow")
+    assert (realm.history, realm.history_limit) == (("a.b", "c"), 5)
+    assert "realms[0].history: must be a list of topic URIs" in error_of(
+        data_with("realms", "history", ["a b"]))
+    assert "realms[0].disclose_publisher: must be one of" in error_of(
+        data_with("realms", "disclose_publisher", "sometimes"))
