@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from serouter.config import Config, ListenerConfig, server_endpoint_string
 from serouter.core import uris
 from serouter.core.access import AccessCheck, AllowAll
+from serouter.core.realm import RealmOptions
 from serouter.core.router import Router
 from serouter.serializers import BY_NAME
 from serouter.transport import RawSocketFactory, WebSocketFactory
@@ -42,6 +43,14 @@ def make_factory(
     return RawSocketFactory(router, clock, **common)
 
 
+def realm_options(config: Config) -> dict[str, RealmOptions]:
+    """The core's per-realm settings, from the [[realms]] tables."""
+    return {
+        r.name: RealmOptions(r.disclose_caller, r.disclose_publisher, r.history, r.history_limit)
+        for r in config.realms
+    }
+
+
 class RouterDaemon:
     """A running router: start listening, and stop with GOODBYE to every session."""
 
@@ -51,7 +60,9 @@ class RouterDaemon:
         if access is None:
             log.warn("access control: allow-all (every action of every session is allowed)")
             access = AllowAll()
-        self.router = Router([r.name for r in config.realms], access, reactor)
+        self.router = Router(
+            [r.name for r in config.realms], access, reactor, realm_options=realm_options(config)
+        )
         self.ports: list[IListeningPort] = []
         self.batcher = WriteBatcher()
 

@@ -44,7 +44,7 @@ class FakePeer:
 
 def make_router(*realms: str, access: Any = None, clock: Any = None) -> Router:
     names = realms or ("realm1",)
-    return Router(names, access or AllowAll(), clock or Clock(), IdGenerator(seed=1))
+    return Router(names, access or AllowAll(), clock or Clock(), ids=IdGenerator(seed=1))
 
 
 def connect(

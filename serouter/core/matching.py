@@ -39,6 +39,19 @@ def wildcard_rank(pattern: str) -> tuple[int, ...]:
     return tuple(runs)
 
 
+def pattern_matches(pattern: str, match: str, uri: str) -> bool:
+    """Whether one pattern, under its match policy, matches a concrete URI."""
+    if match == EXACT:
+        return pattern == uri
+    if match == PREFIX:
+        return uri.startswith(pattern)
+    components = uri.split(".")
+    parts = pattern.split(".")
+    return len(parts) == len(components) and all(
+        not p or p == c for p, c in zip(parts, components, strict=True)
+    )
+
+
 class _Wildcard(Generic[T]):
     __slots__ = ("parts", "rank", "value")
 

@@ -8,6 +8,7 @@ check is asked once, and only then does the dealer or broker see the message. Th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -42,6 +43,18 @@ if TYPE_CHECKING:
 log = Logger(namespace="serouter.realm")
 
 Deliveries = list[tuple["Session", Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RealmOptions:
+    """Per-realm routing settings (from the configuration's [[realms]] table)."""
+
+    disclose_caller: str = "allow"  # "allow" | "force" | "forbid"
+    disclose_publisher: str = "allow"
+    history: tuple[str, ...] = ()  # topics with event history
+    history_limit: int = 100
+
+
 _VALID_URI_CACHE = 10_000  # bounded: clients choose the URIs
 
 
@@ -59,16 +72,24 @@ class Realm:
         access: AccessCheck,
         ids: IdGenerator,
         clock: Clock,
-        disclose_caller: str = "allow",
+        config: RealmOptions | None = None,
     ) -> None:
+        options = config or RealmOptions()
         self.name = name
         self.access = access
         self.sessions: dict[int, Session] = {}
         self._valid_uris: set[str] = set()  # URIs seen valid: the regex runs once per URI
-        self.dealer = Dealer(ids, clock, self._deliver, disclose_caller)
-        self.broker = Broker(ids)
+        self.dealer = Dealer(ids, clock, self._deliver, options.disclose_caller)
+        self.broker = Broker(ids, clock, options.disclose_publisher, options.history,
+                             options.history_limit)
         # The roles (and features) announced in WELCOME: what is implemented, no more.
-        self.roles: dict[str, Any] = {"broker": {"features": {}}, "dealer": {"features": {
+        self.roles: dict[str, Any] = {"broker": {"features": {
+            "publisher_identification": True,
+            "publisher_exclusion": True,
+            "subscriber_blackwhite_listing": True,
+            "pattern_based_subscription": True,
+            "event_retention": True,
+        }}, "dealer": {"features": {
             "progressive_call_results": True,
             "progressive_call_invocations": True,
             "call_canceling": True,

@@ -9,7 +9,7 @@ from serouter.core.access import AccessCheck
 from serouter.core.clock import Clock
 from serouter.core.ids import IdGenerator
 from serouter.core.peer import Peer, TransportInfo
-from serouter.core.realm import Realm
+from serouter.core.realm import Realm, RealmOptions
 from serouter.core.session import Session
 
 # Computes a session's security label from what the transport vouches for and the identity
@@ -30,15 +30,18 @@ class Router:
         realm_names: Iterable[str],
         access: AccessCheck,
         clock: Clock,
+        *,
         ids: IdGenerator | None = None,
         labeler: Labeler = listener_label,
+        realm_options: dict[str, RealmOptions] | None = None,
     ) -> None:
         self.ids = ids or IdGenerator()
         self.access = access
         self.clock = clock
         self.labeler = labeler
         self.realms: dict[str, Realm] = {
-            name: Realm(name, access, self.ids, clock) for name in realm_names
+            name: Realm(name, access, self.ids, clock, (realm_options or {}).get(name))
+            for name in realm_names
         }
         self.sessions: set[Session] = set()  # every connection, joined or not
         self._session_ids: set[int] = set()
