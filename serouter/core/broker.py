@@ -27,7 +27,6 @@ from serouter.core.messages import (
     PUBLISH,
     SUBSCRIBE,
     UNSUBSCRIBE,
-    Error,
     Event,
     Publish,
     Published,
@@ -35,6 +34,7 @@ from serouter.core.messages import (
     Subscribed,
     Unsubscribe,
     Unsubscribed,
+    error_reply,
 )
 
 if TYPE_CHECKING:
@@ -136,8 +136,8 @@ class Broker:
     def subscribe(self, session: Session, msg: Subscribe) -> Deliveries:
         match = msg.options.get("match") or EXACT
         if match not in MATCH_POLICIES:
-            return [(session, Error(SUBSCRIBE, msg.request, {}, uris.OPTION_NOT_ALLOWED,
-                                    [f"match policy {match!r} is not supported"]))]
+            return [(session, error_reply(SUBSCRIBE, msg.request, uris.OPTION_NOT_ALLOWED,
+                                          f"match policy {match!r} is not supported"))]
         sub = self._subscriptions.get(msg.topic, match)
         if sub is None:
             sub = Subscription(self._ids.router_id(), msg.topic, match, self._clock.seconds())
@@ -172,7 +172,7 @@ class Broker:
     def unsubscribe(self, session: Session, msg: Unsubscribe) -> Deliveries:
         sub = self._by_id.get(msg.subscription)
         if sub is None or session.id not in sub.subscribers:
-            return [(session, Error(UNSUBSCRIBE, msg.request, {}, uris.NO_SUCH_SUBSCRIPTION))]
+            return [(session, error_reply(UNSUBSCRIBE, msg.request, uris.NO_SUCH_SUBSCRIPTION))]
         self._held[session.id].discard(sub.id)
         self._remove_subscriber(sub, session)
         return [(session, Unsubscribed(msg.request))]
@@ -214,10 +214,10 @@ class Broker:
         acknowledge = opts.get("acknowledge") is True
         audience = audience_of(session, opts)
         if isinstance(audience, str):
-            refused = Error(PUBLISH, msg.request, {}, uris.INVALID_ARGUMENT, [audience])
+            refused = error_reply(PUBLISH, msg.request, uris.INVALID_ARGUMENT, audience)
             return [(session, refused)] if acknowledge else []
         if opts.get("disclose_me") is True and self.disclose_publisher == "forbid":
-            refused = Error(PUBLISH, msg.request, {}, uris.DISCLOSE_ME_DISALLOWED)
+            refused = error_reply(PUBLISH, msg.request, uris.DISCLOSE_ME_DISALLOWED)
             return [(session, refused)] if acknowledge else []
         details = self._publisher(session) if self._discloses(opts) else {}
         out = self._events(msg.topic, publication, details, msg.args, msg.kwargs,
@@ -276,6 +276,21 @@ class Broker:
         audience = Audience(0, exclude_me=False)
         return self._events(topic, self._ids.random_id(), {}, args, kwargs, audience=audience)
 
+    def publish_as(
+        self,
+        publisher: int,
+        topic: str,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        audience: Audience,
+    ) -> Deliveries:
+        """An event published on a session's behalf after it left (a testament)."""
+        publication = self._ids.random_id()
+        if topic in self._history:
+            stored = Stored(topic, publication, self._clock.seconds(), {}, args, kwargs, audience)
+            self._history[topic].append(stored)
+        return self._events(topic, publication, {}, args, kwargs, audience=audience)
+
     # -- introspection (meta API, tests) ---------------------------------------------------
 
     def subscription(self, subscription_id: int) -> Subscription | None:
@@ -289,6 +304,10 @@ class Broker:
 
     def subscriptions(self, match: str | None = None) -> list[Subscription]:
         return list(self._subscriptions.values(match))
+
+    def topic_events(self, topic: str, reader: Session) -> list[Stored]:
+        """The kept events of one topic that ``reader`` may see, oldest first."""
+        return [e for e in self._history.get(topic, ()) if e.audience.admits(reader)]
 
     def events(self, sub: Subscription, reader: Session, limit: int) -> list[Stored]:
         """The last ``limit`` kept events the subscription covers that ``reader`` may see."""

@@ -47,6 +47,7 @@ from serouter.core.messages import (
     Unregister,
     Unregistered,
     Yield,
+    error_reply,
 )
 
 if TYPE_CHECKING:
@@ -59,11 +60,6 @@ INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
 CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
 DISCLOSURE = frozenset({"allow", "force", "forbid"})
 RegistrationListener = Callable[[str, "Session", "Registration"], None]
-
-
-def _error(request_type: int, request: int, error: str, message: str | None = None) -> Error:
-    # Same shape as realm.error_reply; kept local so the dealer does not import the realm.
-    return Error(request_type, request, {}, error, [message] if message else None)
 
 
 def _can_interrupt(callee: Session) -> bool:
@@ -150,29 +146,29 @@ class Dealer:
     ) -> Error | None:
         request = msg.request
         if match not in MATCH_POLICIES:
-            return _error(REGISTER, request, uris.OPTION_NOT_ALLOWED,
+            return error_reply(REGISTER, request, uris.OPTION_NOT_ALLOWED,
                           f"match policy {match!r} is not supported")
         if invoke not in INVOKE_POLICIES:
-            return _error(REGISTER, request, uris.OPTION_NOT_ALLOWED,
+            return error_reply(REGISTER, request, uris.OPTION_NOT_ALLOWED,
                           f"invocation policy {invoke!r} is not supported")
         if uris.is_reserved(msg.procedure):
-            return _error(REGISTER, request, uris.INVALID_URI,
+            return error_reply(REGISTER, request, uris.INVALID_URI,
                           "procedures under 'wamp.' are reserved for the router")
         reg = self._registrations.get(msg.procedure, str(match))
         if reg is None:
             return None
         if session in reg.callees or (invoke == "single" and reg.invoke == "single"):
-            return _error(REGISTER, request, uris.PROCEDURE_ALREADY_EXISTS,
+            return error_reply(REGISTER, request, uris.PROCEDURE_ALREADY_EXISTS,
                           f"{msg.procedure} is already registered")
         if reg.invoke != invoke:
-            return _error(REGISTER, request, uris.PROCEDURE_EXISTS_WITH_DIFFERENT_POLICY,
+            return error_reply(REGISTER, request, uris.PROCEDURE_EXISTS_WITH_DIFFERENT_POLICY,
                           f"{msg.procedure} is registered with invoke={reg.invoke!r}")
         return None
 
     def unregister(self, session: Session, msg: Unregister) -> Deliveries:
         reg = self._by_id.get(msg.registration)
         if reg is None or session not in reg.callees:
-            return [(session, _error(UNREGISTER, msg.request, uris.NO_SUCH_REGISTRATION))]
+            return [(session, error_reply(UNREGISTER, msg.request, uris.NO_SUCH_REGISTRATION))]
         self._held[session.id].discard(reg.id)
         self._remove_callee(reg, session)
         return [(session, Unregistered(msg.request))]
@@ -209,7 +205,7 @@ class Dealer:
             return []
         reg = self._registrations.best(msg.procedure)
         if reg is None:
-            return [(caller, _error(CALL, msg.request, uris.NO_SUCH_PROCEDURE,
+            return [(caller, error_reply(CALL, msg.request, uris.NO_SUCH_PROCEDURE,
                                     f"no callee registered for procedure {msg.procedure}"))]
         details = self._invocation_details(caller, msg, reg)
         if isinstance(details, Error):
@@ -218,7 +214,7 @@ class Dealer:
         if progress and not (
             callee.supports("callee", "progressive_call_invocations") and _can_interrupt(callee)
         ):
-            return [(caller, _error(CALL, msg.request, uris.FEATURE_NOT_SUPPORTED,
+            return [(caller, error_reply(CALL, msg.request, uris.FEATURE_NOT_SUPPORTED,
                                     "the callee does not take progressive invocations"))]
         invocation = callee.next_request_id()
         pending = PendingCall(caller, msg.request, callee, invocation, reg,
@@ -246,11 +242,11 @@ class Dealer:
             return details
         timeout = opts.get("timeout")
         if timeout is not None and (type(timeout) is not int or timeout < 0):
-            return _error(CALL, msg.request, uris.INVALID_ARGUMENT,
+            return error_reply(CALL, msg.request, uris.INVALID_ARGUMENT,
                           "timeout must be a non-negative integer (milliseconds)")
         disclose_me = opts.get("disclose_me") is True
         if disclose_me and self.disclose_caller == "forbid":
-            return _error(CALL, msg.request, uris.DISCLOSE_ME_DISALLOWED)
+            return error_reply(CALL, msg.request, uris.DISCLOSE_ME_DISALLOWED)
         if reg.match != EXACT:
             details["procedure"] = msg.procedure
         if opts.get("receive_progress") is True:
@@ -297,7 +293,7 @@ class Dealer:
             return []  # the call has ended: nothing left to cancel
         mode = msg.options.get("mode") or "killnowait"
         if mode not in CANCEL_MODES:
-            return [(caller, _error(CANCEL, msg.request, uris.INVALID_ARGUMENT,
+            return [(caller, error_reply(CANCEL, msg.request, uris.INVALID_ARGUMENT,
                                     f"cancel mode {mode!r} is not one of skip|kill|killnowait"))]
         callee = pending.callee
         interruptible = _can_interrupt(callee)
@@ -308,7 +304,7 @@ class Dealer:
             pending.interrupted = True
             return [(callee, Interrupt(pending.invocation, {"mode": "kill"}))]
         self._forget(pending)
-        out: Deliveries = [(caller, _error(CALL, msg.request, uris.CANCELED))]
+        out: Deliveries = [(caller, error_reply(CALL, msg.request, uris.CANCELED))]
         if mode == "killnowait" and interruptible:
             out.append((callee, Interrupt(pending.invocation, {"mode": "killnowait"})))
         return out
@@ -318,7 +314,7 @@ class Dealer:
         if self._by_call.get((pending.caller.id, pending.request)) is not pending:
             return
         self._forget(pending)
-        out: Deliveries = [(pending.caller, _error(CALL, pending.request, uris.TIMEOUT,
+        out: Deliveries = [(pending.caller, error_reply(CALL, pending.request, uris.TIMEOUT,
                                                    "the call timed out"))]
         if _can_interrupt(pending.callee):
             interrupt = Interrupt(pending.invocation, {"mode": "killnowait",
@@ -365,7 +361,7 @@ class Dealer:
             return []
         self._forget(pending)
         text = "the call cannot be carried by the callee's transport"
-        return [(pending.caller, _error(CALL, pending.request, error, text))]
+        return [(pending.caller, error_reply(CALL, pending.request, error, text))]
 
     # -- sessions leaving ------------------------------------------------------------------
 
@@ -378,7 +374,7 @@ class Dealer:
         out: Deliveries = []
         for pending in [p for p in self._by_invocation.values() if p.callee is session]:
             self._forget(pending)
-            out.append((pending.caller, _error(CALL, pending.request, uris.CANCELED,
+            out.append((pending.caller, error_reply(CALL, pending.request, uris.CANCELED,
                                                "callee disconnected from in-flight request")))
         # Calls the session made: their answers have nowhere to go; stop the callees' work.
         for pending in [p for p in self._by_call.values() if p.caller is session]:

@@ -111,6 +111,11 @@ class Error:
         )
 
 
+def error_reply(request_type: int, request: int, error: str, message: str | None = None) -> Error:
+    """The one builder of ERROR replies: an optional human-readable message as Arguments[0]."""
+    return Error(request_type, request, {}, error, [message] if message else None)
+
+
 @dataclass(slots=True)
 class Published:
     TYPE: ClassVar[int] = PUBLISHED

@@ -35,7 +35,9 @@ from serouter.core.messages import (
     Unregister,
     Unsubscribe,
     Yield,
+    error_reply,
 )
+from serouter.core.meta import MetaApi
 
 if TYPE_CHECKING:
     from serouter.core.session import Session
@@ -58,11 +60,6 @@ class RealmOptions:
 _VALID_URI_CACHE = 10_000  # bounded: clients choose the URIs
 
 
-def error_reply(request_type: int, request: int, error: str, message: str | None = None) -> Error:
-    """The one builder of ERROR replies: an optional human-readable message as Arguments[0]."""
-    return Error(request_type, request, {}, error, [message] if message else None)
-
-
 class Realm:
     """Sessions joined to one realm name, and the routing between them."""
 
@@ -79,9 +76,10 @@ class Realm:
         self.access = access
         self.sessions: dict[int, Session] = {}
         self._valid_uris: set[str] = set()  # URIs seen valid: the regex runs once per URI
-        self.dealer = Dealer(ids, clock, self._deliver, options.disclose_caller)
+        self.dealer = Dealer(ids, clock, self.deliver, options.disclose_caller)
         self.broker = Broker(ids, clock, options.disclose_publisher, options.history,
                              options.history_limit)
+        self.meta = MetaApi(self)
         # The roles (and features) announced in WELCOME: what is implemented, no more.
         self.roles: dict[str, Any] = {"broker": {"features": {
             "publisher_identification": True,
@@ -89,7 +87,14 @@ class Realm:
             "subscriber_blackwhite_listing": True,
             "pattern_based_subscription": True,
             "event_retention": True,
+            "event_history": True,
+            "session_meta_api": True,
+            "subscription_meta_api": True,
+            "testament_meta_api": True,
         }}, "dealer": {"features": {
+            "session_meta_api": True,
+            "registration_meta_api": True,
+            "testament_meta_api": True,
             "progressive_call_results": True,
             "progressive_call_invocations": True,
             "call_canceling": True,
@@ -114,12 +119,14 @@ class Realm:
 
     def join(self, session: Session) -> None:
         self.sessions[session.id] = session
+        self.deliver(self.meta.joined(session))
 
     def leave(self, session: Session) -> None:
         """A session left (GOODBYE, ABORT, lost connection): free all it held, tell others."""
         self.sessions.pop(session.id, None)
         self.broker.remove_session(session)
-        self._deliver(self.dealer.remove_session(session))
+        self.deliver(self.dealer.remove_session(session))
+        self.deliver(self.meta.left(session))
 
     # -- the access check ------------------------------------------------------------------
 
@@ -145,10 +152,10 @@ class Realm:
         handler = self._handlers.get(type(msg))
         if handler is None:
             return False
-        self._deliver(handler(session, msg))
+        self.deliver(handler(session, msg))
         return True
 
-    def _deliver(self, deliveries: Deliveries) -> None:
+    def deliver(self, deliveries: Deliveries) -> None:
         for target, message in deliveries:
             refused = target.peer.send(message)
             if refused is not None:
@@ -157,7 +164,7 @@ class Realm:
     def _undeliverable(self, target: Session, message: Any, error: str) -> None:
         """A message its peer's transport cannot carry: fail whatever waits on it."""
         if isinstance(message, Invocation):
-            self._deliver(self.dealer.fail_invocation(target, message.request, error))
+            self.deliver(self.dealer.fail_invocation(target, message.request, error))
         elif isinstance(message, Result) or (
             isinstance(message, Error) and (message.args or message.kwargs)
         ):
@@ -191,6 +198,8 @@ class Realm:
         refused = self._checked(session, Action.CALL, msg, msg.procedure)
         if refused is not None:
             return [(session, refused)]
+        if msg.procedure.startswith(uris.RESERVED_PREFIX):
+            return self.meta.call(session, msg)  # nobody else may register wamp.*
         return self.dealer.call(session, msg)
 
     def _register(self, session: Session, msg: Register) -> Deliveries:

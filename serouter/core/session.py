@@ -128,10 +128,10 @@ class Session:
 
     # -- called by the router -------------------------------------------------------------
 
-    def shutdown(self, reason: str = uris.SYSTEM_SHUTDOWN) -> None:
+    def shutdown(self, reason: str = uris.SYSTEM_SHUTDOWN, message: str | None = None) -> None:
         """Router-initiated close: GOODBYE to an established session, a plain close otherwise."""
         if self.state is State.ESTABLISHED:
-            self.send(Goodbye({}, reason))
+            self.send(Goodbye({"message": message} if message else {}, reason))
             self._leave()
             self.state = State.CLOSING
         elif self.state is State.NEW:

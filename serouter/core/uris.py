@@ -38,6 +38,7 @@ DISCLOSE_ME_DISALLOWED = "wamp.error.option_disallowed.disclose_me"
 SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
 CLOSE_REALM = "wamp.close.close_realm"
 GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
+CLOSE_NORMAL = "wamp.close.normal"
 
 # Loose URIs allow any non-whitespace component without "." or "#"; empty components are
 # only allowed in patterns (later), never in concrete URIs. The router accepts loose URIs
