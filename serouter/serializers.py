@@ -106,16 +106,34 @@ def _json_loads(payload: bytes | str) -> Any:
 
 # -- MsgPack and CBOR -----------------------------------------------------------------------
 
+# Real clients send odd "absent" values in options: one popular JS client encodes JavaScript's
+# undefined as a msgpack extension type or CBOR's undefined. WAMP has no such value; the core
+# treats None as absent, so msgpack extensions decode to None and CBOR's undefined is dropped
+# from the message's options/details dict (element 2 of every message that has one).
+
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
+def _no_extensions(code: int, data: bytes) -> None:
+    return None
+
+
 def _msgpack_loads(payload: bytes) -> Any:
-    return msgpack.unpackb(payload, raw=False, use_list=True)
+    return msgpack.unpackb(payload, raw=False, use_list=True, ext_hook=_no_extensions)
+
+
+def _cbor_loads(payload: bytes) -> Any:
+    obj = cbor2.loads(payload)
+    if type(obj) is list and len(obj) > 2 and type(obj[2]) is dict and obj[2]:
+        options = obj[2]
+        if any(v is cbor2.undefined for v in options.values()):
+            obj[2] = {k: v for k, v in options.items() if v is not cbor2.undefined}
+    return obj
 
 
 JSON: Final = Serializer("json", 1, False, _json_dumps, _json_loads)
 MSGPACK: Final = Serializer("msgpack", 2, True, _packer.pack, _msgpack_loads)
-CBOR: Final = Serializer("cbor", 3, True, cbor2.dumps, cbor2.loads)
+CBOR: Final = Serializer("cbor", 3, True, cbor2.dumps, _cbor_loads)
 
 BY_NAME: Final = {s.name: s for s in (JSON, MSGPACK, CBOR)}
 BY_RAWSOCKET_ID: Final = {s.rawsocket_id: s for s in (JSON, MSGPACK, CBOR)}

@@ -2,6 +2,7 @@
 
 import json
 
+import cbor2
 import pytest
 
 from serouter.core.messages import Event, Result
@@ -49,3 +50,15 @@ def test_event_is_encoded_once_per_serializer() -> None:
     assert MSGPACK.encode(event) is first
     assert JSON.encode(event) is JSON.encode(event)
     assert set(event.serialized) == {"msgpack", "json"}
+
+
+def test_msgpack_extension_values_decode_as_absent() -> None:
+    """A msgpack extension value (a JS client's undefined) decodes to None."""
+    raw = bytes.fromhex("94") + b"\x20\x01" + b"\x81\xa5match\xd4\x00\x00" + b"\xa1t"
+    assert MSGPACK.decode(raw) == [32, 1, {"match": None}, "t"]
+
+
+def test_cbor_undefined_options_are_dropped() -> None:
+    """CBOR undefined in a message's options is treated as absent."""
+    raw = cbor2.dumps([32, 1, {"match": cbor2.undefined, "get_retained": True}, "t"])
+    assert CBOR.decode(raw) == [32, 1, {"get_retained": True}, "t"]
