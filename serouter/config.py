@@ -154,6 +154,22 @@ def _seconds(most: float) -> Rule:
     return check
 
 
+def _seconds_or_off(most: float) -> Rule:
+    positive = _seconds(most)
+
+    def check(value: object) -> float:
+        if value == 0 and not isinstance(value, bool):
+            return 0.0
+        try:
+            return float(positive(value))  # type: ignore[arg-type]  # a float by _seconds
+        except _Fault:
+            raise _Fault(
+                f"must be 0 (off) or a number of seconds in (0, {most:g}], got {_show(value)}"
+            ) from None
+
+    return check
+
+
 def _realm_uri(value: object) -> str:
     if not isinstance(value, str) or not _STRICT_URI.fullmatch(value):
         raise _Fault(
@@ -359,6 +375,10 @@ class ListenerConfig:
     max_message_size: int = field(default=1 << 20, metadata=_rule(_integer(512, 1 << 24)))
     # seconds for the transport handshake plus the WAMP HELLO
     handshake_timeout: float = field(default=10.0, metadata=_rule(_seconds(3600)))
+    # router-initiated keepalive: a ping every ping_interval seconds (0: off); a peer that
+    # sends nothing within ping_timeout after a ping is taken for dead and closed
+    ping_interval: float = field(default=30.0, metadata=_rule(_seconds_or_off(86400)))
+    ping_timeout: float = field(default=10.0, metadata=_rule(_seconds(3600)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,6 +541,8 @@ path = "/ws"                  # websocket only
 serializers = ["json", "msgpack", "cbor"]   # offered in this order of preference
 max_message_size = 1048576    # bytes, 512..16777216
 handshake_timeout = 10.0      # seconds for the transport handshake and HELLO, (0, 3600]
+ping_interval = 30.0          # router-initiated keepalive ping every N seconds (0: off)
+ping_timeout = 10.0           # no answer within N seconds after a ping: the peer is dead
 
 [[listeners]]
 transport = "rawsocket"

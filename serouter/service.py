@@ -34,6 +34,7 @@ def make_factory(
         "serializers": [BY_NAME[name] for name in listener.serializers],
         "max_message_size": listener.max_message_size,
         "handshake_timeout": listener.handshake_timeout,
+        "keepalive": (listener.ping_interval, listener.ping_timeout),
         "listener": listener.endpoint,
     }
     if listener.transport == "websocket":

@@ -67,6 +67,7 @@ class WampServerFactory(ServerFactory):
         serializers: list[Serializer],
         max_message_size: int,
         handshake_timeout: float,
+        keepalive: tuple[float, float] = (0.0, 0.0),
         listener: str = "",
         batcher: WriteBatcher | None = None,
         label: str | None = None,
@@ -82,6 +83,7 @@ class WampServerFactory(ServerFactory):
         self.serializers = serializers
         self.max_message_size = max_message_size
         self.handshake_timeout = handshake_timeout
+        self.ping_interval, self.ping_timeout = keepalive  # interval 0: no keepalive
         self.listener = listener
 
 
@@ -93,7 +95,9 @@ class WampProtocol(Protocol):
     def __init__(self) -> None:
         self.session: Session | None = None
         self.serializer: Serializer | None = None
-        self._timer: IDelayedCall | None = None
+        self._timer: IDelayedCall | None = None  # the handshake timeout
+        self._keepalive: IDelayedCall | None = None
+        self._heard = False  # anything received since the last keepalive ping
         self._closing = False
         self._max_out = 0  # the largest message the peer accepts, known after the handshake
         self._writes: list[bytes] = []
@@ -109,6 +113,7 @@ class WampProtocol(Protocol):
         )
 
     def dataReceived(self, data: bytes) -> None:
+        self._heard = True
         batcher = self.factory.batcher
         batcher.depth += 1
         try:
@@ -121,6 +126,7 @@ class WampProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._writes.clear()
         self._cancel_timer()
+        self._stop_keepalive()
         if self.session is not None:
             session, self.session = self.session, None
             self.factory.router.close_session(session)
@@ -178,6 +184,7 @@ class WampProtocol(Protocol):
             return
         if self._timer is not None and session.is_open:
             self._cancel_timer()
+            self._start_keepalive()
 
     def send_payload(self, data: bytes) -> None:
         """Frame and write one serialized message."""
@@ -209,6 +216,7 @@ class WampProtocol(Protocol):
         if not self._closing:
             self._closing = True
             self._cancel_timer()
+            self._stop_keepalive()
             self.close_transport()
 
     def close_transport(self) -> None:
@@ -226,6 +234,36 @@ class WampProtocol(Protocol):
         self._timer = None
         log.info("handshake timeout: closing {peer}", peer=self._peer_string())
         self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """A transport-level ping (subclasses: the framing)."""
+        raise NotImplementedError
+
+    def _start_keepalive(self) -> None:
+        if self.factory.ping_interval > 0 and self._keepalive is None:
+            self._keepalive = self.factory.clock.callLater(self.factory.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        self._heard = False
+        self.send_ping(b"serouter")
+        self._keepalive = self.factory.clock.callLater(self.factory.ping_timeout, self._check)
+
+    def _check(self) -> None:
+        """A peer that sent nothing at all since the ping (no pong either) is gone."""
+        if not self._heard:
+            self._keepalive = None
+            log.info("keepalive: no answer from {peer} within {timeout} s: closing",
+                     peer=self._peer_string(), timeout=self.factory.ping_timeout)
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        rest = max(self.factory.ping_interval - self.factory.ping_timeout, 0.0)
+        self._keepalive = self.factory.clock.callLater(rest, self._ping)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            if self._keepalive.active():
+                self._keepalive.cancel()
+            self._keepalive = None
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
