@@ -37,6 +37,7 @@ def test_handshake_reply_announces_our_limit_and_serializer() -> None:
         (bytes((0x7F, 0xF3, 0, 0)), 1),
         (bytes((0x7F, 0xF2, 1, 0)), 3),
         (bytes((0x7F, 0xF2, 0, 9)), 3),
+        (bytes((0x7F, 0x22, 0, 0)), 2),  # accepts only 2 KiB: could not take a WELCOME
     ],
 )
 def test_handshake_errors_are_replied(hs: bytes, error: int) -> None:

@@ -18,6 +18,9 @@ ERR_MAX_CONNECTIONS = 4
 
 MAX_FRAME = 2**24  # the 3-byte length field's limit and the largest exponent (15)
 MAX_PING = 4096  # pings and pongs carry a token, not data: refuse big ones before buffering
+# A client that accepts less cannot even take our WELCOME (its roles and features alone take
+# ~750 bytes): refuse it in the handshake, with the spec's error for that, not with silence.
+MIN_PEER_EXPONENT = 3  # 2**(9+3) = 4096 bytes
 
 
 def length_exponent(max_message_size: int) -> int:
@@ -118,6 +121,8 @@ class RawSocketServerCodec:
             self._refuse(ERR_RESERVED_BITS)
         if serializer not in self.supported:
             self._refuse(ERR_SERIALIZER_UNSUPPORTED)
+        if exp < MIN_PEER_EXPONENT:
+            self._refuse(ERR_MAX_LENGTH_UNACCEPTABLE)
         self.serializer_id = serializer
         self.peer_max = 2 ** (9 + exp)
         self._out.append(
