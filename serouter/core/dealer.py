@@ -80,6 +80,11 @@ class Registration:
     disclose_caller: bool = False
     next: int = 0  # round-robin position
 
+    @property
+    def plain(self) -> bool:
+        """Invocations carry no details: exact match, and no callee asked for disclosure."""
+        return self.match == EXACT and not self.disclose_caller
+
 
 @dataclass(slots=True, eq=False)
 class PendingCall:
@@ -192,6 +197,20 @@ class Dealer:
     # -- calls ---------------------------------------------------------------------------
 
     def call(self, caller: Session, msg: Call) -> Deliveries:
+        key = (caller.id, msg.request)
+        if not msg.options and key not in self._by_call:
+            reg = self._registrations.best(msg.procedure)
+            if reg is not None and reg.plain and not self._force_disclosure:
+                # The common case, kept short: no options, exact match, nothing to disclose.
+                callee = reg.callees[0] if len(reg.callees) == 1 else self._pick(reg)
+                invocation = callee.next_request_id()
+                pending = PendingCall(caller, msg.request, callee, invocation, reg, False, False)
+                self._by_invocation[(callee.id, invocation)] = pending
+                self._by_call[key] = pending
+                return [(callee, Invocation(invocation, reg.id, {}, msg.args, msg.kwargs))]
+        return self._call(caller, msg)
+
+    def _call(self, caller: Session, msg: Call) -> Deliveries:
         opts = msg.options
         progress = opts.get("progress") is True
         pending = self._by_call.get((caller.id, msg.request))
@@ -254,6 +273,10 @@ class Dealer:
         if self._discloses(disclose_me, reg):
             self._disclose(caller, details)
         return details
+
+    @property
+    def _force_disclosure(self) -> bool:
+        return self.disclose_caller == "force"
 
     def _discloses(self, disclose_me: bool, reg: Registration) -> bool:
         """The realm's setting decides: force, forbid, or allow when caller or callee asks."""
