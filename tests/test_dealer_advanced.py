@@ -357,3 +357,36 @@ def test_callee_leaving_with_timer_cancels_it() -> None:
     router.close_session(callee)
     assert kpeer.wire()[0][4] == "wamp.error.canceled"
     assert clock.getDelayedCalls() == []
+
+
+# -- the fallback callee (federation) -------------------------------------------------------------
+
+
+def test_fallback_callee_gets_calls_nobody_else_matches() -> None:
+    """With a fallback callee, an unmatched call reaches it with details.procedure; a local
+    registration still wins; when the fallback leaves, calls fail with no_such_procedure."""
+    router, callee, cpeer, caller, kpeer = pair()
+    proxy, ppeer = connect(router, roles=ROLES_ADVANCED)
+    dealer = router.realms["realm1"].dealer
+    dealer.fallback = proxy
+    register(callee, cpeer, "local.proc")
+    send(caller, 48, 1, {}, "remote.proc", [1])
+    [[code, inv, reg_id, details, args]] = ppeer.wire()
+    assert (code, reg_id, details, args) == (68, 0, {"procedure": "remote.proc"}, [1])
+    send(proxy, 70, inv, {}, ["from afar"])
+    assert kpeer.wire() == [[50, 1, {}, ["from afar"]]]
+    send(caller, 48, 2, {}, "local.proc")
+    assert cpeer.wire()[0][0] == 68 and ppeer.wire() == []
+    router.close_session(proxy)
+    send(caller, 48, 3, {}, "remote.proc")
+    assert kpeer.wire()[0][4] == "wamp.error.no_such_procedure"
+
+
+def test_listeners_hear_registration_changes() -> None:
+    """Every listener (meta API, proxy) hears on_create/on_register/on_unregister/on_delete."""
+    router, callee, cpeer, _, _ = pair()
+    heard: list[str] = []
+    router.realms["realm1"].dealer.listeners.append(lambda ev, s, r: heard.append(ev))
+    reg = register(callee, cpeer, "x")
+    send(callee, 66, 5, reg)
+    assert heard == ["on_create", "on_register", "on_unregister", "on_delete"]

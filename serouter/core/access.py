@@ -19,6 +19,8 @@ class Action(Enum):
     CALL = "call"
     SUBSCRIBE = "subscribe"
     PUBLISH = "publish"
+    ANNOUNCE = "announce"  # the name server: a router announces a URI it provides
+    LOOKUP = "lookup"  # the name server: a router asks who provides a URI
 
 
 @dataclass(frozen=True, slots=True)

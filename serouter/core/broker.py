@@ -124,7 +124,8 @@ class Broker:
         self._ids = ids
         self._clock = clock
         self.disclose_publisher = disclose_publisher
-        self.listener: SubscriptionListener | None = None  # the meta API's hook
+        # Told of every subscription change (the meta API, the federation proxy).
+        self.listeners: list[SubscriptionListener] = []
         self._subscriptions: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}
         self._held: dict[int, set[int]] = {}
@@ -192,8 +193,8 @@ class Broker:
             self._notify("on_delete", session, sub)
 
     def _notify(self, event: str, session: Session, sub: Subscription) -> None:
-        if self.listener is not None:
-            self.listener(event, session, sub)
+        for listener in self.listeners:
+            listener(event, session, sub)
 
     # -- publications ----------------------------------------------------------------------
 

@@ -115,12 +115,17 @@ class Dealer:
         self._clock = clock
         self._deliver = deliver
         self.disclose_caller = disclose_caller
-        self.listener: RegistrationListener | None = None  # the meta API's hook
+        # Told of every registration change (the meta API, the federation proxy).
+        self.listeners: list[RegistrationListener] = []
+        # A callee for calls that match no registration here (the federation proxy); it gets
+        # the INVOCATION with details.procedure and answers like any callee.
+        self.fallback: Session | None = None
         self._registrations: UriMap[Registration] = UriMap()
         self._by_id: dict[int, Registration] = {}
         self._by_invocation: dict[tuple[int, int], PendingCall] = {}  # (callee id, invocation)
         self._by_call: dict[tuple[int, int], PendingCall] = {}  # (caller id, request)
         self._held: dict[int, set[int]] = {}  # registrations each session holds
+        self._fallback_reg: Registration | None = None
 
     # -- registration --------------------------------------------------------------------
 
@@ -191,8 +196,9 @@ class Dealer:
             self._notify("on_delete", callee, reg)
 
     def _notify(self, event: str | None, session: Session, reg: Registration) -> None:
-        if event is not None and self.listener is not None:
-            self.listener(event, session, reg)
+        if event is not None:
+            for listener in self.listeners:
+                listener(event, session, reg)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -222,7 +228,7 @@ class Dealer:
         if progress and not caller.supports("caller", "progressive_call_invocations"):
             caller.protocol_violation("progressive CALL without progressive_call_invocations")
             return []
-        reg = self._registrations.best(msg.procedure)
+        reg = self._registrations.best(msg.procedure) or self._fallback_registration()
         if reg is None:
             return [(caller, error_reply(CALL, msg.request, uris.NO_SUCH_PROCEDURE,
                                     f"no callee registered for procedure {msg.procedure}"))]
@@ -273,6 +279,16 @@ class Dealer:
         if self._discloses(disclose_me, reg):
             self._disclose(caller, details)
         return details
+
+    def _fallback_registration(self) -> Registration | None:
+        """The fallback callee as a registration of its own: it matches whatever is left."""
+        if self.fallback is None:
+            return None
+        reg = self._fallback_reg
+        if reg is None or reg.callees[0] is not self.fallback:
+            reg = Registration(0, "", "prefix", "single", self._clock.seconds(), [self.fallback])
+            self._fallback_reg = reg
+        return reg
 
     @property
     def _force_disclosure(self) -> bool:
@@ -390,6 +406,8 @@ class Dealer:
 
     def remove_session(self, session: Session) -> Deliveries:
         """Drop what ``session`` held; calls waiting on it as callee fail at once."""
+        if self.fallback is session:
+            self.fallback = None
         for reg_id in self._held.pop(session.id, ()):
             reg = self._by_id.get(reg_id)
             if reg is not None:

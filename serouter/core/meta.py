@@ -93,8 +93,8 @@ class MetaApi:
     def __init__(self, realm: Realm) -> None:
         self._realm = realm
         self._testaments: dict[int, list[Testament]] = {}
-        realm.dealer.listener = self._registration_changed
-        realm.broker.listener = self._subscription_changed
+        realm.dealer.listeners.append(self._registration_changed)
+        realm.broker.listeners.append(self._subscription_changed)
         self.procedures: dict[str, Handler] = {
             "wamp.session.count": self._session_count,
             "wamp.session.list": self._session_list,
