@@ -7,7 +7,7 @@ CONFIG ?=
 # Debian packages the tests need (installed with apt-get when missing; CI runs as root).
 APT_PACKAGES ?= libsepol2 libselinux1 libaudit1 secilc checkpolicy semodule-utils policycoreutils policycoreutils-python-utils selinux-policy-dev selinux-policy-default setools xenstore-utils
 
-.PHONY: run test lint bench venv apt-deps clean
+.PHONY: run test lint bench policy venv apt-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ lint: $(STAMP)
 ## bench: start a router on one core and drive it from the other (see bench/README.md)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+## policy: build the SELinux policy module (policy/: wamp.cil classes + serouter.pp)
+policy: apt-deps
+	$(MAKE) -C policy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -12,8 +12,10 @@ section is a dataclass, a field of ``Config`` and one line in ``parse_config``.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -21,6 +23,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from difflib import get_close_matches
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from cryptography import x509
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 
@@ -28,25 +31,35 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 __all__ = [
+    "ACCESS_BACKENDS",
+    "AUTH_METHODS",
     "DEFAULT_CONFIG_TOML",
     "DEFAULT_SOURCE",
     "LOG_LEVELS",
     "SERIALIZERS",
     "TRANSPORTS",
+    "AccessConfig",
+    "AnonymousAuthConfig",
     "Config",
     "ConfigError",
     "ListenerConfig",
+    "PrincipalConfig",
+    "PrincipalsFile",
     "RealmConfig",
     "RouterConfig",
+    "TlsAuthConfig",
+    "TransportAuthConfig",
     "load_config",
     "parse_config",
     "server_endpoint_string",
+    "split_endpoint",
 ]
 
 DEFAULT_SOURCE: Final = "<embedded default>"
 LOG_LEVELS: Final = ("debug", "info", "warn", "error", "critical")
 TRANSPORTS: Final = ("websocket", "rawsocket")
 SERIALIZERS: Final = ("json", "msgpack", "cbor")
+ACCESS_BACKENDS: Final = ("selinux", "policy-file", "allow-all")
 
 # A WAMP URI in the spec's strict form. fullmatch, because "$" would also accept a trailing "\n".
 _STRICT_URI: Final = re.compile(r"([0-9a-z_]+\.)*[0-9a-z_]+")
@@ -205,6 +218,58 @@ def _serializers(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Fault(f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _readable_file(value: object) -> str:
+    """A path that names a readable file now (the daemon reads it at start)."""
+    path = _text(value)
+    if not os.path.isfile(path):
+        raise _Fault(f"{_show(path)} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise _Fault(f"{_show(path)} is not readable")
+    return path
+
+
+def _context(value: object) -> str:
+    """An SELinux context's shape, user:role:type[:range]; the loaded policy checks the rest."""
+    text = _text(value)
+    parts = text.split(":", 3)
+    if len(parts) < 3 or not all(parts) or not text.isprintable() or " " in text:
+        raise _Fault(f"must be an SELinux context user:role:type[:range], got {_show(value)}")
+    return text
+
+
+def _label_map(key_rule: Callable[[str], object]) -> Rule:
+    """A table of name -> context ([access.uid_labels] and the like)."""
+
+    def check(value: object) -> dict[object, str]:
+        if not isinstance(value, Mapping):
+            raise _Fault(f"must be a table of name = context, got {_show(value)}")
+        labels: dict[object, str] = {}
+        for key, context in value.items():
+            try:
+                labels[key_rule(key)] = _context(context)
+            except _Fault as fault:
+                raise fault.under(f".{json.dumps(key)}") from None
+        return labels
+
+    return check
+
+
+def _uid(key: str) -> int:
+    if not key.isdigit() or int(key) >= 2**32 - 1:  # (uid_t)-1 is "no uid"
+        raise _Fault(f"must be a uid, a decimal number below 4294967295, got {_show(key)}")
+    return int(key)
+
+
+def _name(key: str) -> str:
+    return _text(key)
+
+
 # ---------------------------------------------------------------------------------------------
 # Endpoint strings. Twisted parses them; we only add what its parser cannot know: Linux abstract
 # Unix sockets written as "unix:@name", and limits that would otherwise fail only at bind time.
@@ -321,6 +386,193 @@ def _endpoint(value: object) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Authentication: the methods a realm offers, its principals, and each method's settings.
+# Secrets (tickets, wampcra secrets) are never shown in a message: "got ..." would print them.
+
+AUTH_METHODS: Final = ("anonymous", "ticket", "wampcra", "cryptosign", "tls", "transport")
+_PUBKEY: Final = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _auth_methods(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Fault(
+            f"must be a non-empty array of names from {_quoted(AUTH_METHODS)}, got {_show(value)}"
+        )
+    check = _choice(*AUTH_METHODS)
+    for index, name in enumerate(value):
+        try:
+            check(name)
+        except _Fault as fault:
+            raise fault.under(f"[{index}]") from None
+        if name in value[:index]:
+            raise _Fault(f"{_show(name)} is listed twice", f"[{index}]")
+    return tuple(value)
+
+
+def _secret(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Fault("must be a non-empty string (the value is a secret: not shown)")
+    return value
+
+
+def _pubkeys(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Fault(f"must be an array of Ed25519 public keys, got {_show(value)}")
+    for index, key in enumerate(value):
+        if not isinstance(key, str) or not _PUBKEY.fullmatch(key):
+            raise _Fault(f"must be 64 hex digits (32 bytes), got {_show(key)}", f"[{index}]")
+    keys = tuple(key.lower() for key in value)
+    if len(set(keys)) != len(keys):
+        raise _Fault("lists a key twice")
+    return keys
+
+
+def _dn_patterns(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(dn, str) and dn for dn in value):
+        raise _Fault(f"must be an array of distinguished names, got {_show(value)}")
+    return tuple(value)
+
+
+def _id_roles(kind: str) -> Rule:
+    """{uid or user name = role} (or gid / group name): names are resolved once, here."""
+
+    def check(value: object) -> dict[int, str]:
+        if not isinstance(value, Mapping):
+            raise _Fault(f"must be a table of {kind} = role, got {_show(value)}")
+        roles: dict[int, str] = {}
+        for key, role in value.items():
+            try:
+                number = _numeric_id(kind, key)
+                roles[number] = _text(role)
+            except _Fault as fault:
+                raise fault.under(f".{key}") from None
+        return roles
+
+    return check
+
+
+def _numeric_id(kind: str, key: str) -> int:
+    if key.isdigit():
+        return int(key)
+    try:
+        if kind == "user":
+            return pwd.getpwnam(key).pw_uid
+        return grp.getgrnam(key).gr_gid
+    except KeyError:
+        raise _Fault(f"no {kind} named {_show(key)} (use a number or a known name)") from None
+
+
+def _pem_certificates(value: object) -> str:
+    path = _text(value)
+    try:
+        with open(path, "rb") as file:
+            x509.load_pem_x509_certificates(file.read())
+    except OSError as error:
+        raise _Fault(f"cannot read {_show(path)}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise _Fault(f"{_show(path)} holds no PEM certificates: {error}") from None
+    return path
+
+
+def _table(cls: type[_D]) -> Rule:
+    return lambda value: _build(cls, value)
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalConfig:
+    """One [realms.principals.<authid>] table: a principal's role and credentials."""
+
+    role: str = field(metadata=_rule(_text))
+    ticket: str | None = field(default=None, repr=False, metadata=_rule(_secret))
+    # wampcra: the shared secret; with a salt, the key derived from the password (derive_key)
+    secret: str | None = field(default=None, repr=False, metadata=_rule(_secret))
+    salt: str | None = field(default=None, metadata=_rule(_text))
+    iterations: int = field(default=1000, metadata=_rule(_integer(1, 10_000_000)))
+    keylen: int = field(default=32, metadata=_rule(_integer(1, 1024)))
+    pubkeys: tuple[str, ...] = field(default=(), metadata=_rule(_pubkeys))  # cryptosign
+
+
+def _principals(value: object) -> dict[str, PrincipalConfig]:
+    if not isinstance(value, Mapping):
+        raise _Fault(f"must be a table of [principals.<authid>] tables, got {_show(value)}")
+    principals: dict[str, PrincipalConfig] = {}
+    for authid, table in value.items():
+        try:
+            principals[authid] = _principal(authid, table)
+        except _Fault as fault:
+            raise fault.under(f".{authid}") from None
+    return principals
+
+
+def _principal(authid: str, table: object) -> PrincipalConfig:
+    if any(ord(char) < 32 or ord(char) == 127 for char in authid):
+        raise _Fault("an authid must not contain control characters")
+    principal = _build(PrincipalConfig, table)
+    assert isinstance(table, Mapping)  # _build checked it
+    if "salt" in table and principal.secret is None:
+        raise _Fault("a salt needs the derived key in secret", ".secret")
+    for key in ("iterations", "keylen"):
+        if key in table and principal.salt is None:
+            raise _Fault(f"only a salted secret has {key}: add salt or remove it", f".{key}")
+    return principal
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalsFile:
+    """principals_file: the path and the principals it holds (read and checked at start)."""
+
+    path: str
+    principals: Mapping[str, PrincipalConfig]
+
+
+def _principals_file(value: object) -> PrincipalsFile:
+    path = _text(value)
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode("utf-8")
+        # neither parser quotes the offending text in its message, which may hold a secret
+        data = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
+    except OSError as error:
+        raise _Fault(f"cannot read {_show(path)}: {error.strerror or error}") from None
+    except ValueError as error:  # UnicodeDecodeError, JSONDecodeError, TOMLDecodeError
+        raise _Fault(f"{_show(path)}: not JSON or TOML: {error}") from None
+    if not isinstance(data, dict) or list(data) != ["principals"]:
+        raise _Fault(f"{_show(path)}: must hold exactly one table, principals")
+    try:
+        return PrincipalsFile(path, _principals(data["principals"]))
+    except _Fault as fault:
+        raise _Fault(f"in {_show(path)}: principals{fault.path}: {fault.reason}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymousAuthConfig:
+    """[realms.anonymous]: sessions that prove nothing."""
+
+    role: str = field(default="anonymous", metadata=_rule(_text))
+
+
+@dataclass(frozen=True, slots=True)
+class TlsAuthConfig:
+    """[realms.tls]: sessions proven by a TLS client certificate the listener verified."""
+
+    authid: str = field(default="cn", metadata=_rule(_choice("cn", "dn")))
+    # RFC 4514 names with shell globs per attribute; empty admits every verified certificate
+    allowed_dn: tuple[str, ...] = field(default=(), metadata=_rule(_dn_patterns))
+    # the role of an authid that is no principal; None admits principals only
+    role: str | None = field(default=None, metadata=_rule(_text))
+
+
+@dataclass(frozen=True, slots=True)
+class TransportAuthConfig:
+    """[realms.transport]: sessions identified by what the kernel vouches for (SO_PEERCRED)."""
+
+    authid: str = field(default="uid", metadata=_rule(_choice("uid", "name")))
+    role: str | None = field(default=None, metadata=_rule(_text))  # for any other peer
+    uid_roles: Mapping[int, str] = field(default_factory=dict, metadata=_rule(_id_roles("user")))
+    gid_roles: Mapping[int, str] = field(default_factory=dict, metadata=_rule(_id_roles("group")))
+
+
+# ---------------------------------------------------------------------------------------------
 # The configuration itself.
 
 
@@ -359,6 +611,25 @@ class RealmConfig:
     # topics whose last events are kept (wamp.subscription.get_events), at most history_limit
     history: tuple[str, ...] = field(default=(), metadata=_rule(_topics))
     history_limit: int = field(default=100, metadata=_rule(_integer(1, 100_000)))
+    # authentication: the methods offered here; the client's order of preference picks one
+    auth: tuple[str, ...] = field(default=("anonymous",), metadata=_rule(_auth_methods))
+    principals: Mapping[str, PrincipalConfig] = field(
+        default_factory=dict, metadata=_rule(_principals)
+    )
+    principals_file: PrincipalsFile | None = field(default=None, metadata=_rule(_principals_file))
+    anonymous: AnonymousAuthConfig = field(
+        default=AnonymousAuthConfig(), metadata=_rule(_table(AnonymousAuthConfig))
+    )
+    tls: TlsAuthConfig = field(default=TlsAuthConfig(), metadata=_rule(_table(TlsAuthConfig)))
+    transport: TransportAuthConfig = field(
+        default=TransportAuthConfig(), metadata=_rule(_table(TransportAuthConfig))
+    )
+
+    def all_principals(self) -> Mapping[str, PrincipalConfig]:
+        """The inline principals and those of principals_file (their authids differ)."""
+        if self.principals_file is None:
+            return self.principals
+        return {**self.principals, **self.principals_file.principals}
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,9 +647,42 @@ class ListenerConfig:
     # seconds for the transport handshake plus the WAMP HELLO
     handshake_timeout: float = field(default=10.0, metadata=_rule(_seconds(3600)))
     # router-initiated keepalive: a ping every ping_interval seconds (0: off); a peer that
-    # sends nothing within ping_timeout after a ping is taken for dead and closed
-    ping_interval: float = field(default=30.0, metadata=_rule(_seconds_or_off(86400)))
+    # sends nothing within ping_timeout after a ping is taken for dead and closed. Absent:
+    # 30 s for WebSocket, off for RawSocket (Autobahn|Python's RawSocket clients cannot answer
+    # a ping: its asyncio client raises NotImplementedError, its Twisted one misreads the frame)
+    ping_interval: float | None = field(default=None, metadata=_rule(_seconds_or_off(86400)))
     ping_timeout: float = field(default=10.0, metadata=_rule(_seconds(3600)))
+    # the default security label of this listener's sessions
+    label: str | None = field(default=None, metadata=_rule(_context))
+    # authentication methods allowed here, of those the realm offers; absent: all of them
+    auth: tuple[str, ...] | None = field(default=None, metadata=_rule(_auth_methods))
+    # seconds a client has to answer a CHALLENGE
+    auth_timeout: float = field(default=10.0, metadata=_rule(_seconds(3600)))
+    # PEM CA certificates that verify TLS client certificates (ssl: endpoints only)
+    tls_ca: str | None = field(default=None, metadata=_rule(_pem_certificates))
+    tls_client_cert: str = field(
+        default="required", metadata=_rule(_choice("required", "optional"))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """The [access] table: who decides every action, and how sessions are labeled."""
+
+    backend: str = field(default="allow-all", metadata=_rule(_choice(*ACCESS_BACKENDS)))
+    policy: str | None = field(default=None, metadata=_rule(_readable_file))  # policy-file
+    enforcing: bool = field(default=True, metadata=_rule(_boolean))  # policy-file
+    contexts: str | None = field(default=None, metadata=_rule(_readable_file))
+    unlabeled: str = field(default="system_u:object_r:unlabeled_t:s0", metadata=_rule(_context))
+    # start even if the policy lacks the wamp_* classes (then its handle_unknown decides)
+    allow_unknown_classes: bool = field(default=False, metadata=_rule(_boolean))
+    uid_labels: Mapping[int, str] = field(default_factory=dict, metadata=_rule(_label_map(_uid)))
+    authid_labels: Mapping[str, str] = field(
+        default_factory=dict, metadata=_rule(_label_map(_name))
+    )
+    authrole_labels: Mapping[str, str] = field(
+        default_factory=dict, metadata=_rule(_label_map(_name))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +693,7 @@ class Config:
     realms: tuple[RealmConfig, ...]
     listeners: tuple[ListenerConfig, ...]
     source: str
+    access: AccessConfig = field(default_factory=AccessConfig)
 
 
 _TOP_LEVEL_KEYS: Final = tuple(f.name for f in fields(Config) if f.name != "source")
@@ -417,7 +722,7 @@ def _build(cls: type[_D], table: object) -> _D:
                 values[name] = spec.metadata[_RULE](table[name])
             except _Fault as fault:
                 raise fault.under(f".{name}") from None
-        elif spec.default is MISSING:
+        elif spec.default is MISSING and spec.default_factory is MISSING:
             raise _Fault("missing; this key is required", f".{name}")
     return cls(**values)
 
@@ -463,22 +768,120 @@ def _array_at(
 def _check_listener(listener: ListenerConfig, table: Mapping[str, object]) -> None:
     if listener.transport == "rawsocket" and "path" in table:
         raise _Fault("only websocket listeners have a path: remove it", ".path")
+    _check_listener_tls(listener, table)
 
 
-def parse_config(data: Mapping[str, object], source: str) -> Config:
-    """Validate parsed TOML ``data`` from ``source`` into a Config, or raise ConfigError."""
+def _check_listener_tls(listener: ListenerConfig, table: Mapping[str, object]) -> None:
+    if listener.tls_ca is None:
+        if "tls_client_cert" in table:
+            raise _Fault("only a listener with tls_ca asks for certificates", ".tls_client_cert")
+        if listener.auth is not None and "tls" in listener.auth:
+            raise _Fault('"tls" needs tls_ca, the CA that verifies client certificates', ".auth")
+        return
+    args, kw = _split_endpoint(listener.endpoint)
+    if args[0] != "ssl":
+        raise _Fault(f"needs an ssl: endpoint, not {_show(args[0] + ':')}", ".tls_ca")
+    if "sslmethod" in kw:
+        raise _Fault("sslmethod cannot be combined with tls_ca: remove it", ".endpoint")
+
+
+_CREDENTIALS: Final = {"ticket": "ticket", "wampcra": "secret", "cryptosign": "pubkeys"}
+
+
+def _check_realm(realm: RealmConfig, table: Mapping[str, object]) -> None:
+    if realm.principals_file is not None:
+        for authid in realm.principals_file.principals:
+            if authid in realm.principals:
+                raise _Fault(f"{_show(authid)} is also in principals", ".principals_file")
+    principals = realm.all_principals()
+    for method, key in _CREDENTIALS.items():
+        if method in realm.auth and not any(getattr(p, key) for p in principals.values()):
+            raise _Fault(f"offers {method}, but no principal has a {key}", ".auth")
+    owners: dict[str, str] = {}
+    for authid, principal in principals.items():
+        for key in principal.pubkeys:
+            if key in owners:
+                raise _Fault(f"{_show(authid)} and {_show(owners[key])} share a public key")
+            owners[key] = authid
+    _check_realm_methods(realm, table)
+
+
+def _check_realm_methods(realm: RealmConfig, table: Mapping[str, object]) -> None:
+    for method in ("anonymous", "tls", "transport"):
+        if method in table and method not in realm.auth:
+            raise _Fault(f"configures {method}, but auth does not offer it", f".{method}")
+    if "tls" in realm.auth and realm.tls.role is None and not realm.all_principals():
+        raise _Fault("admits no certificate: set role or add principals", ".tls")
+    peer = realm.transport
+    if "transport" in realm.auth and not (peer.role or peer.uid_roles or peer.gid_roles):
+        raise _Fault("admits no peer: set role, uid_roles or gid_roles", ".transport")
+
+
+def _check_tls_offered(config: Config) -> None:
+    if any(listener.tls_ca for listener in config.listeners):
+        return
+    for index, realm in enumerate(config.realms):
+        if "tls" in realm.auth:
+            raise _Fault('offers "tls", but no listener has tls_ca', f"realms[{index}].auth")
+
+
+def _check_access(access: AccessConfig, table: Mapping[str, object]) -> None:
+    if "backend" not in table:
+        raise _Fault(f"missing; name the backend, one of {_quoted(ACCESS_BACKENDS)}", ".backend")
+    if access.backend != "policy-file":
+        for key in ("policy", "enforcing"):
+            if key in table:
+                raise _Fault(f'only the "policy-file" backend has {key}: remove it', f".{key}")
+    elif access.policy is None:
+        raise _Fault('missing; the "policy-file" backend needs a compiled policy', ".policy")
+    if access.backend != "allow-all" and access.contexts is None:
+        raise _Fault(
+            f"missing; the {_show(access.backend)} backend needs a contexts file", ".contexts"
+        )
+
+
+def parse_config(
+    data: Mapping[str, object], source: str, require_access: bool = False
+) -> Config:
+    """Validate parsed TOML ``data`` from ``source`` into a Config, or raise ConfigError.
+
+    ``require_access``: a configuration file must name its access backend; data without an
+    [access] table (the embedded default, tests) gets allow-all.
+    """
     try:
         _refuse_unknown_keys(data, _TOP_LEVEL_KEYS)
-        return Config(
+        config = Config(
             router=_table_at(data, "router", RouterConfig),
-            realms=_array_at(data, "realms", RealmConfig, unique="name"),
+            realms=_array_at(data, "realms", RealmConfig, unique="name", check=_check_realm),
             listeners=_array_at(
                 data, "listeners", ListenerConfig, unique="endpoint", check=_check_listener
             ),
             source=source,
+            access=_access_at(data, require_access),
         )
+        _check_tls_offered(config)
+        return config
     except _Fault as fault:
         raise ConfigError(source, fault.path.lstrip("."), fault.reason) from None
+
+
+def _access_at(data: Mapping[str, object], required: bool) -> AccessConfig:
+    table = data.get("access")
+    if table is None and required:
+        raise _Fault(
+            "missing; a configuration file must name its access backend: [access] backend = "
+            f"{_quoted(ACCESS_BACKENDS)} (see docs/selinux.md)",
+            "access",
+        )
+    if table is None:
+        return AccessConfig()
+    try:
+        access = _build(AccessConfig, table)
+        assert isinstance(table, Mapping)  # _build refused anything else
+        _check_access(access, table)
+    except _Fault as fault:
+        raise fault.under("access") from None
+    return access
 
 
 def load_config(path: str | None) -> Config:
@@ -496,7 +899,15 @@ def load_config(path: str | None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:  # its message carries the line and column
         raise ConfigError(path, "", f"TOML syntax error: {error}") from None
-    return parse_config(data, path)
+    return parse_config(data, path, require_access=True)
+
+
+def split_endpoint(endpoint: str) -> tuple[list[str], dict[str, str]]:
+    """An endpoint string's positional and keyword fields, unescaped as Twisted does."""
+    try:
+        return _split_endpoint(endpoint)
+    except _Fault as fault:
+        raise ValueError(fault.reason) from None
 
 
 def server_endpoint_string(listener: ListenerConfig) -> str:
@@ -519,6 +930,21 @@ DEFAULT_CONFIG_TOML: Final = """\
 mode = "router"               # "nameserver" (for dom0) is not supported yet
 log_level = "info"            # debug | info | warn | error | critical
 shutdown_timeout = 5.0        # seconds to wait for GOODBYE replies on SIGTERM, (0, 300]
+
+# Who decides every join, register, call, subscribe and publish (docs/selinux.md).
+# A configuration file must name its backend:
+#   "selinux"      the running kernel's SELinux policy
+#   "policy-file"  a compiled binary policy, evaluated offline (reloaded on SIGHUP)
+#   "allow-all"    everything is allowed (a warning at every start)
+[access]
+backend = "allow-all"
+# policy = "/etc/selinux/default/policy/policy.33"   # policy-file only
+# enforcing = true                          # policy-file only; false: log denials, allow
+# contexts = "/etc/serouter/wamp_contexts"  # realm and URI contexts (selinux, policy-file)
+# unlabeled = "system_u:object_r:unlabeled_t:s0"   # sessions with no (valid) label
+# allow_unknown_classes = false             # start even if the policy lacks wamp_* classes
+# [access.uid_labels]                       # Unix peers: uid -> context
+# "1001" = "system_u:system_r:svc_a_t:s0"
 
 # One [[realms]] table per realm. A name is a WAMP URI: dot-separated components of
 # lowercase letters, digits and _ (for example "com.example.app").
@@ -543,6 +969,7 @@ max_message_size = 1048576    # bytes, 512..16777216
 handshake_timeout = 10.0      # seconds for the transport handshake and HELLO, (0, 3600]
 ping_interval = 30.0          # router-initiated keepalive ping every N seconds (0: off)
 ping_timeout = 10.0           # no answer within N seconds after a ping: the peer is dead
+# label = "system_u:system_r:wamp_client_t:s0"   # default label of this listener's sessions
 
 [[listeners]]
 transport = "rawsocket"
@@ -550,4 +977,5 @@ endpoint = "tcp:8081:interface=127.0.0.1"
 serializers = ["json", "msgpack", "cbor"]
 max_message_size = 1048576
 handshake_timeout = 10.0
+# ping_interval is off by default here: Autobahn|Python RawSocket clients cannot answer pings
 """

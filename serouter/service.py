@@ -6,6 +6,8 @@ they need through their factory.
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from twisted.internet import defer
@@ -13,11 +15,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
 from twisted.logger import Logger
 
+from serouter.auth.configure import policy_from_config
+from serouter.auth.tls_listener import client_certificate_endpoint
 from serouter.config import Config, ListenerConfig, server_endpoint_string
 from serouter.core import uris
-from serouter.core.access import AccessCheck, AllowAll
+from serouter.core.access import AccessCheck
 from serouter.core.realm import RealmOptions
-from serouter.core.router import Router
+from serouter.core.router import Labeler, Router, listener_label
+from serouter.security import Security, build_security
 from serouter.serializers import BY_NAME
 from serouter.transport import RawSocketFactory, WebSocketFactory
 from serouter.transport._base import WampServerFactory, WriteBatcher
@@ -25,16 +30,30 @@ from serouter.transport._base import WampServerFactory, WriteBatcher
 log = Logger(namespace="serouter.service")
 
 
+def keepalive_interval(listener: ListenerConfig) -> float:
+    """The configured ping interval, else the transport's default (see ListenerConfig)."""
+    if listener.ping_interval is not None:
+        return listener.ping_interval
+    return 30.0 if listener.transport == "websocket" else 0.0
+
+
 def make_factory(
-    router: Router, clock: IReactorTime, listener: ListenerConfig, batcher: WriteBatcher
+    router: Router,
+    clock: IReactorTime,
+    listener: ListenerConfig,
+    batcher: WriteBatcher,
+    read_peer_context: bool = False,
 ) -> WampServerFactory:
-    """The protocol factory for one configured listener."""
+    """The protocol factory for one configured listener (``read_peer_context``: SELinux is
+    enabled, so SO_PEERSEC of Unix peers is an SELinux context)."""
     common: dict[str, Any] = {
         "batcher": batcher,
+        "label": listener.label,
+        "read_peer_context": read_peer_context,
         "serializers": [BY_NAME[name] for name in listener.serializers],
         "max_message_size": listener.max_message_size,
         "handshake_timeout": listener.handshake_timeout,
-        "keepalive": (listener.ping_interval, listener.ping_timeout),
+        "keepalive": (keepalive_interval(listener), listener.ping_timeout),
         "listener": listener.endpoint,
     }
     if listener.transport == "websocket":
@@ -58,24 +77,41 @@ class RouterDaemon:
     def __init__(self, config: Config, reactor: Any, access: AccessCheck | None = None) -> None:
         self.config = config
         self.reactor = reactor
+        # the access control the configuration asks for, unless the caller brings its own
+        self.security: Security | None = None
+        labeler: Labeler = listener_label
+        self.read_peer_context = False
         if access is None:
-            log.warn("access control: allow-all (every action of every session is allowed)")
-            access = AllowAll()
+            self.security = build_security(config.access, config.listeners)
+            access, labeler = self.security.access, self.security.labeler
+            self.read_peer_context = self.security.read_peer_context
+        self._previous_sighup: Any = None
         self.router = Router(
-            [r.name for r in config.realms], access, reactor, realm_options=realm_options(config)
+            [r.name for r in config.realms], access, reactor, labeler=labeler,
+            realm_options=realm_options(config), auth=policy_from_config(config),
         )
         self.ports: list[IListeningPort] = []
         self.batcher = WriteBatcher()
 
     @defer.inlineCallbacks
     def start(self) -> Any:
-        """Listen on every configured endpoint; if one fails, close the others and fail."""
+        """Load the policy, then listen on every configured endpoint; if one fails, close the
+        others and fail."""
+        if self.security is not None:
+            self.security.start()  # SecurityError: the policy refuses the start
+            self._install_reload()
         try:
             for listener in self.config.listeners:
-                endpoint = serverFromString(  # type: ignore[no-untyped-call]
-                    self.reactor, server_endpoint_string(listener)
+                endpoint = (
+                    client_certificate_endpoint(self.reactor, listener)
+                    if listener.tls_ca is not None
+                    else serverFromString(  # type: ignore[no-untyped-call]
+                        self.reactor, server_endpoint_string(listener)
+                    )
                 )
-                factory = make_factory(self.router, self.reactor, listener, self.batcher)
+                factory = make_factory(
+                    self.router, self.reactor, listener, self.batcher, self.read_peer_context
+                )
                 port = yield endpoint.listen(factory)
                 self.ports.append(port)
                 log.info(
@@ -91,6 +127,7 @@ class RouterDaemon:
     @defer.inlineCallbacks
     def stop(self) -> Any:
         """GOODBYE ``wamp.close.system_shutdown`` to every session, then close everything."""
+        self._remove_reload()
         yield self._stop_listening()
         count = len(self.router.sessions)
         self.router.shutdown(uris.SYSTEM_SHUTDOWN)
@@ -102,6 +139,28 @@ class RouterDaemon:
             session.peer.close()
         log.info("stopped: {count} sessions told goodbye, {left} closed without reply",
                  count=count, left=len(left))
+
+    def reload(self) -> bool:
+        """SIGHUP: reload the policy (policy-file) and the contexts; a bad one is refused and
+        logged, and the running one stays."""
+        return self.security.reload() if self.security is not None else True
+
+    def _install_reload(self) -> None:
+        # installed even for allow-all: SIGHUP's default action would end the daemon
+        if self.security is None:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only (an embedding program's choice)
+
+        def on_sighup(signum: int, frame: object) -> None:
+            self.reactor.callFromThread(self.reload)
+
+        self._previous_sighup = signal.signal(signal.SIGHUP, on_sighup)
+
+    def _remove_reload(self) -> None:
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
 
     def _stop_listening(self) -> defer.Deferred[Any]:
         ports, self.ports = self.ports, []

@@ -126,7 +126,9 @@ def test_embedded_default_equals_documented_values() -> None:
         router=RouterConfig(),
         realms=(RealmConfig(name="realm1"),),
         listeners=(
-            ListenerConfig(transport="websocket", endpoint="tcp:8080:interface=127.0.0.1"),
+            ListenerConfig(
+                transport="websocket", endpoint="tcp:8080:interface=127.0.0.1", ping_interval=30.0
+            ),
             ListenerConfig(transport="rawsocket", endpoint="tcp:8081:interface=127.0.0.1"),
         ),
         source="<embedded default>",
@@ -344,7 +346,7 @@ def test_unknown_top_level_key() -> None:
     data["realm"] = [{"name": "x"}]
     assert error_of(data) == (
         f'{SOURCE}: realm: unknown key (did you mean "realms"?); '
-        'allowed keys: "router", "realms", "listeners"'
+        'allowed keys: "router", "realms", "listeners", "access"'
     )
 
 

@@ -34,7 +34,7 @@ def connected(interval: float = 30.0, timeout: float = 10.0) -> tuple[Any, Any, 
 
 def test_ping_sent_after_interval_and_pong_keeps_session() -> None:
     """After ping_interval a ping goes out; a pong keeps the session and pings continue."""
-    protocol, transport, clock, router = connected()
+    protocol, transport, clock, _router = connected()
     clock.advance(29)
     assert transport.value() == b""
     clock.advance(1)

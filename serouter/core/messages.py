@@ -84,6 +84,16 @@ class Abort:
 
 
 @dataclass(slots=True)
+class Challenge:
+    TYPE: ClassVar[int] = CHALLENGE
+    method: str
+    extra: Dict
+
+    def marshal(self) -> list[Any]:
+        return [CHALLENGE, self.method, self.extra]
+
+
+@dataclass(slots=True)
 class Goodbye:
     TYPE: ClassVar[int] = GOODBYE
     details: Dict
@@ -233,6 +243,13 @@ class Hello:
 
 
 @dataclass(slots=True)
+class Authenticate:
+    TYPE: ClassVar[int] = AUTHENTICATE
+    signature: str
+    extra: Dict
+
+
+@dataclass(slots=True)
 class ClientGoodbye:
     TYPE: ClassVar[int] = GOODBYE
     details: Dict
@@ -325,12 +342,12 @@ class Yield:
 
 
 Outgoing: TypeAlias = (
-    Welcome | Abort | Goodbye | Error | Published | Subscribed | Unsubscribed | Event | Result
-    | Registered | Unregistered | Invocation | Interrupt
+    Welcome | Abort | Challenge | Goodbye | Error | Published | Subscribed | Unsubscribed
+    | Event | Result | Registered | Unregistered | Invocation | Interrupt
 )
 Incoming: TypeAlias = (
-    Hello | ClientGoodbye | ClientAbort | InvocationError | Publish | Subscribe | Unsubscribe
-    | Call | Cancel | Register | Unregister | Yield
+    Hello | Authenticate | ClientGoodbye | ClientAbort | InvocationError | Publish | Subscribe
+    | Unsubscribe | Call | Cancel | Register | Unregister | Yield
 )
 
 # -- parsing ------------------------------------------------------------------------------
@@ -391,6 +408,11 @@ def _length(msg: list[Any], n: int, name: str) -> None:
 def _hello(m: list[Any]) -> Hello:
     _length(m, 3, "HELLO")
     return Hello(_str(m[1], "HELLO.Realm"), _dict(m[2], "HELLO.Details"))
+
+
+def _authenticate(m: list[Any]) -> Authenticate:
+    _length(m, 3, "AUTHENTICATE")
+    return Authenticate(_str(m[1], "AUTHENTICATE.Signature"), _dict(m[2], "AUTHENTICATE.Extra"))
 
 
 def _goodbye(m: list[Any]) -> ClientGoodbye:
@@ -519,6 +541,7 @@ def _yield_checked(m: list[Any]) -> Yield:
 
 _PARSERS: dict[int, Callable[[list[Any]], Incoming]] = {
     HELLO: _hello,
+    AUTHENTICATE: _authenticate,
     GOODBYE: _goodbye,
     ABORT: _abort,
     ERROR: _error,

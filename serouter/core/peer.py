@@ -44,5 +44,8 @@ class TransportInfo:
     peer_gid: int | None = None
     peer_pid: int | None = None
     peer_context: str | None = None  # SO_PEERSEC, read only when SELinux is enabled
+    # DER of the TLS client certificate; the TLS layer asks for one (and verifies it against
+    # the CA) only on listeners configured with tls_ca, so a certificate here was verified
+    peer_certificate: bytes | None = None
     listener_label: str | None = None  # the listener's configured default label
     extra: dict[str, str] = field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from serouter.auth import AuthPolicy
 from serouter.core import uris
 from serouter.core.access import AccessCheck
 from serouter.core.clock import Clock
@@ -13,11 +14,14 @@ from serouter.core.realm import Realm, RealmOptions
 from serouter.core.session import Session
 
 # Computes a session's security label from what the transport vouches for and the identity
-# the router itself established (authid, authrole); None means unlabeled.
-Labeler = Callable[[TransportInfo, str, str], str | None]
+# the router itself established (authid, authrole, and the authmethod that established them:
+# "anonymous" vouches for nothing); None means unlabeled.
+Labeler = Callable[[TransportInfo, str, str, str], str | None]
 
 
-def listener_label(transport: TransportInfo, authid: str, authrole: str) -> str | None:
+def listener_label(
+    transport: TransportInfo, authid: str, authrole: str, authmethod: str
+) -> str | None:
     """The default labeler: the listener's configured label, if any."""
     return transport.listener_label
 
@@ -33,12 +37,14 @@ class Router:
         *,
         ids: IdGenerator | None = None,
         labeler: Labeler = listener_label,
+        auth: AuthPolicy | None = None,
         realm_options: dict[str, RealmOptions] | None = None,
     ) -> None:
         self.ids = ids or IdGenerator()
         self.access = access
         self.clock = clock
         self.labeler = labeler
+        self.auth = auth or AuthPolicy()  # default: every realm admits anonymous sessions
         self.realms: dict[str, Realm] = {
             name: Realm(name, access, self.ids, clock, (realm_options or {}).get(name))
             for name in realm_names

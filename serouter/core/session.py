@@ -2,8 +2,13 @@
 
 States and their rules:
 
-- ``NEW``: only HELLO (or ABORT) is allowed. HELLO joins a realm -> WELCOME, ``ESTABLISHED``;
-  unknown realm, bad URI or a denied join -> ABORT, then the connection closes.
+- ``NEW``: only HELLO (or ABORT) is allowed. HELLO picks an authentication method: the first
+  of the client's ``authmethods`` (default ``["anonymous"]``) that the realm offers and the
+  listener allows; none -> ABORT ``wamp.error.no_auth_method``. The method admits at once
+  (WELCOME, ``ESTABLISHED``), refuses (ABORT) or sends CHALLENGE (``CHALLENGING``). Unknown
+  realm, bad URI, failed authentication or a denied join -> ABORT, then the connection closes.
+- ``CHALLENGING``: only AUTHENTICATE (or ABORT) is allowed, within the listener's
+  ``auth_timeout``; the method's verdict gives WELCOME or ABORT as above.
 - ``ESTABLISHED``: everything but HELLO goes to the realm. GOODBYE from the peer is answered
   with GOODBYE ``wamp.close.goodbye_and_out`` and the session leaves; the transport may start a
   new session with another HELLO (the spec allows reuse), so the state returns to ``NEW``.
@@ -22,10 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
+from serouter import auth
 from serouter.core import uris
 from serouter.core.access import Action, Subject
+from serouter.core.clock import Timer
 from serouter.core.messages import (
     Abort,
+    Authenticate,
+    Challenge,
     ClientAbort,
     ClientGoodbye,
     Goodbye,
@@ -45,9 +54,29 @@ log = Logger(namespace="serouter.session")
 
 class State(Enum):
     NEW = "new"
+    CHALLENGING = "challenging"
     ESTABLISHED = "established"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+class _Pending:
+    """An authentication between HELLO and its verdict."""
+
+    __slots__ = ("attempt", "claimed", "method", "realm", "timer")
+
+    def __init__(self, realm: Realm, method: str, attempt: auth.Attempt, claimed: str | None):
+        self.realm = realm
+        self.method = method
+        self.attempt = attempt
+        self.claimed = claimed  # the authid HELLO asked for: for the log, never for decisions
+        self.timer: Timer | None = None
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
 
 
 class Session:
@@ -55,8 +84,11 @@ class Session:
 
     __slots__ = (
         "_next_request",
+        "_pending",
+        "authextra",
         "authid",
         "authmethod",
+        "authprovider",
         "authrole",
         "id",
         "label",
@@ -79,6 +111,9 @@ class Session:
         self.authid = ""
         self.authrole = ""
         self.authmethod = ""
+        self.authprovider = ""
+        self.authextra: dict[str, Any] = {}
+        self._pending: _Pending | None = None
         self.label: str | None = None
         self.roles: dict[str, Any] = {}
         self.subject = Subject(0, "", "")
@@ -102,15 +137,23 @@ class Session:
                 self._drop()
             else:
                 self.protocol_violation(f"{type(msg).__name__.upper()} on an established session")
-        elif self.state is State.NEW:
-            if isinstance(msg, Hello):
-                self._hello(msg)
-            elif isinstance(msg, ClientAbort):
-                self._drop()
-            else:
-                self.protocol_violation(f"{type(msg).__name__.upper()} received before HELLO")
+        elif self.state is State.NEW or self.state is State.CHALLENGING:
+            self._opening(msg)
         elif self.state is State.CLOSING and isinstance(msg, ClientGoodbye):
             self._drop()
+
+    def _opening(self, msg: Incoming) -> None:
+        """Before WELCOME: HELLO when NEW, AUTHENTICATE when CHALLENGING, ABORT in both."""
+        if isinstance(msg, ClientAbort):
+            self._drop()
+        elif self.state is State.NEW and isinstance(msg, Hello):
+            self._hello(msg)
+        elif self.state is State.CHALLENGING and isinstance(msg, Authenticate):
+            self._authenticate(msg)
+        elif self.state is State.NEW:
+            self.protocol_violation(f"{type(msg).__name__.upper()} received before HELLO")
+        else:
+            self.protocol_violation(f"{type(msg).__name__.upper()} while authenticating")
 
     def protocol_violation(self, reason: str) -> None:
         """The peer broke the protocol (also called by the transport for unparsable input)."""
@@ -134,7 +177,7 @@ class Session:
             self.send(Goodbye({"message": message} if message else {}, reason))
             self._leave()
             self.state = State.CLOSING
-        elif self.state is State.NEW:
+        elif self.state in (State.NEW, State.CHALLENGING):
             self._drop()
 
     def send(self, msg: Outgoing) -> None:
@@ -162,6 +205,10 @@ class Session:
         if type(roles) is not dict or not roles:
             self.protocol_violation("HELLO.Details.roles must be a non-empty dict")
             return
+        methods = _authmethods(msg.details)
+        if isinstance(methods, str):
+            self.protocol_violation(methods)
+            return
         if not uris.is_valid_uri(msg.realm):
             self._abort(uris.INVALID_URI, f"invalid realm URI {msg.realm!r}")
             return
@@ -169,32 +216,96 @@ class Session:
         if realm is None:
             self._abort(uris.NO_SUCH_REALM, f"no realm {msg.realm!r} on this router")
             return
+        authenticator = self.router.auth.choose(realm.name, self.transport, methods)
+        if authenticator is None:
+            self._abort(auth.NO_AUTH_METHOD, f"cannot authenticate with any of {methods}")
+            return
         self.id = self.router.new_session_id()
         self.roles = roles
-        self.authid = f"anonymous-{self.id}"
-        self.authrole = "anonymous"
-        self.authmethod = "anonymous"
-        self.label = self.router.labeler(self.transport, self.authid, self.authrole)
+        request = auth.Request(realm.name, self.id, msg.details, self.transport)
+        attempt = authenticator.start(request)
+        self._pending = _Pending(realm, authenticator.method, attempt, request.authid)
+        first = attempt.first
+        if isinstance(first, auth.Challenge):
+            self._challenge(first)
+        else:
+            self._verdict(first)
+
+    def _challenge(self, challenge: auth.Challenge) -> None:
+        assert self._pending is not None
+        self.state = State.CHALLENGING
+        timeout = self.router.auth.timeout(self.transport.listener)
+        self._pending.timer = self.router.clock.callLater(timeout, self._auth_timed_out)
+        self.send(Challenge(challenge.method, challenge.extra))
+
+    def _authenticate(self, msg: Authenticate) -> None:
+        pending = self._pending
+        assert pending is not None
+        pending.cancel_timer()
+        self._verdict(pending.attempt.answer(msg.signature, msg.extra))
+
+    def _auth_timed_out(self) -> None:
+        if self._pending is not None:
+            self._pending.timer = None
+            self._verdict(auth.Deny(message="authentication timed out", detail="timeout"))
+
+    def _verdict(self, verdict: auth.Accept | auth.Deny) -> None:
+        """Join as the proven identity, or refuse."""
+        pending = self._pending
+        assert pending is not None
+        if isinstance(verdict, auth.Deny):
+            log.info(
+                "authentication failed: {method} from {peer} (authid {authid!r}): {detail}",
+                method=pending.method, peer=self.transport.peer,
+                authid=pending.claimed, detail=verdict.detail or verdict.reason,
+            )
+            self.send(Abort({"message": verdict.message}, verdict.reason))
+            self._drop()
+            return
+        self._pending = None  # the reserved ID now goes with the join, or is released below
+        self.state = State.NEW
+        self.authid, self.authrole = verdict.authid, verdict.authrole
+        self.authmethod, self.authprovider = verdict.authmethod, verdict.authprovider
+        self.authextra = verdict.extra
+        self._join(pending.realm)
+
+    def _join(self, realm: Realm) -> None:
+        self.label = self.router.labeler(
+            self.transport, self.authid, self.authrole, self.authmethod
+        )
         self.subject = Subject(self.id, self.authid, self.authrole, self.label)
         error = realm.authorize(self, Action.JOIN, realm.name)
         if error is not None:
             self.router.release_session_id(self.id)
             self._abort(error, None)
             return
+        # WELCOME first: a peer whose limit it exceeds is refused rather than left waiting
+        refused = self.peer.send(Welcome(self.id, self._welcome_details(realm)))
+        if refused is not None:
+            self.router.release_session_id(self.id)
+            self._abort(refused, "the WELCOME message does not fit this connection")
+            return
         self.realm = realm
         self.state = State.ESTABLISHED
         realm.join(self)
-        self.send(Welcome(self.id, self._welcome_details(realm)))
+        log.info(
+            "session {session} joined {realm} as {authid!r} ({authrole!r}, {authmethod}) "
+            "from {peer}", session=self.id, realm=realm.name, authid=self.authid,
+            authrole=self.authrole, authmethod=self.authmethod, peer=self.transport.peer,
+        )
 
     def _welcome_details(self, realm: Realm) -> dict[str, Any]:
-        return {
+        details = {
             "realm": realm.name,
             "authid": self.authid,
             "authrole": self.authrole,
             "authmethod": self.authmethod,
-            "authprovider": "static",
+            "authprovider": self.authprovider,
             "roles": realm.roles,
         }
+        if self.authextra:
+            details["authextra"] = self.authextra
+        return details
 
     def _abort(self, reason: str, message: str | None) -> None:
         log.info("session refused from {peer}: {reason}", peer=self.transport.peer, reason=reason)
@@ -213,7 +324,25 @@ class Session:
         self.peer.close()
 
     def _leave(self) -> None:
+        if self._pending is not None:  # authenticating: the ID was reserved, nothing joined
+            pending, self._pending = self._pending, None
+            pending.cancel_timer()
+            self.router.release_session_id(self.id)
         if self.realm is not None:
             realm, self.realm = self.realm, None
             realm.leave(self)
             self.router.release_session_id(self.id)
+
+
+def _authmethods(details: dict[str, Any]) -> list[str] | str:
+    """The methods HELLO asks for, in its order (default anonymous), or what is wrong."""
+    for key, kind in (("authid", str), ("authextra", dict)):
+        value = details.get(key)
+        if value is not None and type(value) is not kind:
+            return f"HELLO.Details.{key} must be a {kind.__name__}"
+    methods = details.get("authmethods")
+    if methods is None or methods == []:
+        return ["anonymous"]
+    if type(methods) is not list or not all(type(m) is str for m in methods):
+        return "HELLO.Details.authmethods must be a list of strings"
+    return methods

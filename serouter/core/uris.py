@@ -20,6 +20,8 @@ NOT_AUTHORIZED = "wamp.error.not_authorized"
 AUTHORIZATION_FAILED = "wamp.error.authorization_failed"
 NO_SUCH_REALM = "wamp.error.no_such_realm"
 NO_SUCH_ROLE = "wamp.error.no_such_role"
+AUTHENTICATION_FAILED = "wamp.error.authentication_failed"
+NO_AUTH_METHOD = "wamp.error.no_auth_method"
 
 # -- errors (Advanced Profile; used once the features that need them exist)
 NO_SUCH_SESSION = "wamp.error.no_such_session"

@@ -11,6 +11,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
@@ -290,19 +291,33 @@ class WampProtocol(Protocol):
             )
             if self.factory.read_peer_context:
                 context = _peer_context(handle)
+        secure = ISSLTransport.providedBy(self.transport)
         return TransportInfo(
             kind=kind,
             serializer=self.serializer.name,
             peer=self._peer_string(),
             listener=self.factory.listener,
-            secure=ISSLTransport.providedBy(self.transport),
+            secure=secure,
             peer_uid=uid,
             peer_gid=gid,
             peer_pid=pid,
             peer_context=context,
+            peer_certificate=_peer_certificate(self.transport) if secure else None,
             listener_label=self.factory.label,
             extra=extra,
         )
+
+
+def _peer_certificate(transport: Any) -> bytes | None:
+    """The TLS peer's certificate as DER, or None when the peer presented none.
+
+    Only listeners with a configured CA ask for one, and their TLS layer verifies it against
+    that CA before any byte reaches us.
+    """
+    certificate = transport.getPeerCertificate()
+    if certificate is None:
+        return None
+    return certificate.to_cryptography().public_bytes(Encoding.DER)  # type: ignore[no-any-return]
 
 
 def _peer_context(handle: socket.socket) -> str | None:
