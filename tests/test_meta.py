@@ -159,9 +159,31 @@ def test_testament_published_when_session_is_lost() -> None:
     assert (code, args, kwargs) == (36, [1], {"k": 2})
     t, tp = connect(router)
     call(t, tp, "wamp.session.add_testament", "com.app.gone", [2])
-    assert call(t, tp, "wamp.session.flush_testaments") == 1
+    call(t, tp, "wamp.session.add_testament", "com.app.gone", [3], scope="detached")
+    assert call(t, tp, "wamp.session.flush_testaments") == 1  # the destroyed bucket
     router.close_session(t)
+    assert [m[4] for m in wp.wire()] == [[3]]
+
+
+def test_kill_all_publishes_no_meta_events_or_testaments() -> None:
+    """kill_all closes everyone else without on_leave events or testaments (the spec)."""
+    router = make_router()
+    watcher, wp = connect(router)
+    send(watcher, 32, 1, {}, "wamp.session.on_leave")
+    send(watcher, 32, 2, {}, "com.app.gone")
+    wp.wire()
+    s, sp = connect(router)
+    call(s, sp, "wamp.session.add_testament", "com.app.gone", [1])
+    assert call(watcher, wp, "wamp.session.kill_all") == 1
     assert wp.wire() == []
+
+
+def test_meta_event_follows_the_reply_that_caused_it() -> None:
+    """Subscribing to on_subscribe gets SUBSCRIBED before the on_subscribe event it causes."""
+    router = make_router()
+    s, sp = connect(router)
+    send(s, 32, 1, {}, "wamp.subscription.on_subscribe")
+    assert [m[0] for m in sp.wire()] == [33, 36]
 
 
 def test_unknown_meta_procedure() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from serouter.core import uris
@@ -47,8 +47,18 @@ class Testament:
     options: dict[str, Any]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SCOPES = ("detached", "destroyed")  # the order testaments are published in when a session ends
+
+
+def micros(timestamp: float) -> int:
+    """Whole microseconds: timestamps are reported and compared at this precision only."""
+    return round(timestamp * 1_000_000)
+
+
 def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+    moment = _EPOCH + timedelta(microseconds=micros(timestamp))
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _arg(args: list[Any], i: int, kind: type, name: str, default: Any = ...) -> Any:
@@ -69,8 +79,8 @@ def session_details(s: Session) -> dict[str, Any]:
     if t.peer_uid is not None:
         transport.update(peer_uid=t.peer_uid, peer_gid=t.peer_gid, peer_pid=t.peer_pid)
     return {"session": s.id, "authid": s.authid, "authrole": s.authrole,
-            "authmethod": s.authmethod, "authprovider": "static", "label": s.label,
-            "transport": transport}
+            "authmethod": s.authmethod, "authprovider": s.authprovider,
+            "authextra": s.authextra, "label": s.label, "transport": transport}
 
 
 def registration_details(r: Registration) -> dict[str, Any]:
@@ -92,7 +102,11 @@ class MetaApi:
 
     def __init__(self, realm: Realm) -> None:
         self._realm = realm
-        self._testaments: dict[int, list[Testament]] = {}
+        # Per session, per scope. Without session resumption a session is never merely
+        # detached, but the spec keeps two buckets so flush_testaments(scope) works, and has
+        # "detached" ones published before "destroyed" ones when the session ends.
+        self._testaments: dict[int, dict[str, list[Testament]]] = {}
+        self._quiet = False  # kill_all: no session meta events or testaments
         realm.dealer.listeners.append(self._registration_changed)
         realm.broker.listeners.append(self._subscription_changed)
         self.procedures: dict[str, Handler] = {
@@ -142,9 +156,13 @@ class MetaApi:
         return self._publish("wamp.session.on_join", [session_details(session)])
 
     def left(self, session: Session) -> Deliveries:
+        testaments = self._testaments.pop(session.id, {})
+        if self._quiet:
+            return []
         out: Deliveries = []
-        for t in self._testaments.pop(session.id, []):
-            out += self._publish_testament(session, t)
+        for scope in SCOPES:
+            for t in testaments.get(scope, ()):
+                out += self._publish_testament(session, t)
         out += self._publish("wamp.session.on_leave", [session.id, session.authid,
                                                        session.authrole])
         return out
@@ -160,11 +178,15 @@ class MetaApi:
 
     def _registration_changed(self, event: str, session: Session, reg: Registration) -> None:
         payload = registration_details(reg) if event == "on_create" else reg.id
-        self._realm.deliver(self._publish(f"wamp.registration.{event}", [session.id, payload]))
+        self._realm.deliver_after(
+            self._publish(f"wamp.registration.{event}", [session.id, payload])
+        )
 
     def _subscription_changed(self, event: str, session: Session, sub: Subscription) -> None:
         payload = subscription_details(sub) if event == "on_create" else sub.id
-        self._realm.deliver(self._publish(f"wamp.subscription.{event}", [session.id, payload]))
+        self._realm.deliver_after(
+            self._publish(f"wamp.subscription.{event}", [session.id, payload])
+        )
 
     # -- wamp.session.* ------------------------------------------------------------------------
 
@@ -214,16 +236,19 @@ class MetaApi:
         return self._kill(targets, caller, kw)
 
     def _kill_all(self, caller: Session, args: list[Any], kw: dict[str, Any]) -> int:
-        return self._kill(list(self._realm.sessions.values()), caller, kw)
+        # The spec: closing everyone generates no session meta events or testaments.
+        self._quiet = True
+        try:
+            return self._kill(list(self._realm.sessions.values()), caller, kw)
+        finally:
+            self._quiet = False
 
     def _add_testament(self, caller: Session, args: list[Any], kw: dict[str, Any]) -> None:
         topic = _arg(args, 0, str, "topic")
         t_args = _arg(args, 1, list, "args", None)
         t_kwargs = _arg(args, 2, dict, "kwargs", None)
         options = kw.get("publish_options") or {}
-        scope = kw.get("scope") or "destroyed"
-        if scope not in ("destroyed", "detached"):
-            raise MetaError(uris.INVALID_ARGUMENT, "scope must be destroyed or detached")
+        scope = self._scope(kw)
         if not isinstance(options, dict) or isinstance(audience_of(caller, options), str):
             raise MetaError(uris.INVALID_ARGUMENT, "publish_options are malformed")
         if not uris.is_valid_uri(topic):
@@ -232,12 +257,19 @@ class MetaApi:
         refused = self._realm.authorize(caller, Action.PUBLISH, topic)
         if refused is not None:
             raise MetaError(refused)
-        if scope == "destroyed":  # no session resumption: a session is never merely detached
-            self._testaments.setdefault(caller.id, []).append(
-                Testament(topic, t_args, t_kwargs, options))
+        buckets = self._testaments.setdefault(caller.id, {})
+        buckets.setdefault(scope, []).append(Testament(topic, t_args, t_kwargs, options))
 
     def _flush_testaments(self, caller: Session, args: list[Any], kw: dict[str, Any]) -> int:
-        return len(self._testaments.pop(caller.id, []))
+        """Removes the scope's testaments; returns how many (as Crossbar does)."""
+        return len(self._testaments.get(caller.id, {}).pop(self._scope(kw), []))
+
+    @staticmethod
+    def _scope(kw: dict[str, Any]) -> str:
+        scope = kw.get("scope") or "destroyed"
+        if scope not in SCOPES:
+            raise MetaError(uris.INVALID_ARGUMENT, "scope must be destroyed or detached")
+        return str(scope)
 
     # -- wamp.registration.* ----------------------------------------------------------------------
 
@@ -319,10 +351,13 @@ class MetaApi:
         events = self._topic_events(caller, _arg(args, 0, str, "topic"))
         since = _arg(args, 1, str, "timestamp")
         try:
-            start = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
         except ValueError:
             raise MetaError(uris.INVALID_ARGUMENT, "timestamp must be ISO 8601") from None
-        return [stored_event(e) for e in events if e.timestamp >= start]
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        start = (moment - _EPOCH) // timedelta(microseconds=1)
+        return [stored_event(e) for e in events if micros(e.timestamp) >= start]
 
     def _history_after(self, caller: Session, args: list[Any], kw: dict[str, Any]) -> Any:
         events = self._topic_events(caller, _arg(args, 0, str, "topic"))

@@ -76,6 +76,8 @@ class Realm:
         self.access = access
         self.sessions: dict[int, Session] = {}
         self._valid_uris: set[str] = set()  # URIs seen valid: the regex runs once per URI
+        self._dispatching = False
+        self._after: Deliveries = []
         self.dealer = Dealer(ids, clock, self.deliver, options.disclose_caller)
         self.broker = Broker(ids, clock, options.disclose_publisher, options.history,
                              options.history_limit)
@@ -90,7 +92,6 @@ class Realm:
             "event_history": True,
             "session_meta_api": True,
             "subscription_meta_api": True,
-            "testament_meta_api": True,
         }}, "dealer": {"features": {
             "session_meta_api": True,
             "registration_meta_api": True,
@@ -152,8 +153,23 @@ class Realm:
         handler = self._handlers.get(type(msg))
         if handler is None:
             return False
-        self.deliver(handler(session, msg))
+        self._dispatching = True
+        try:
+            self.deliver(handler(session, msg))
+        finally:
+            self._dispatching = False
+        if self._after:
+            after, self._after = self._after, []
+            self.deliver(after)
         return True
+
+    def deliver_after(self, deliveries: Deliveries) -> None:
+        """Deliver once the message being dispatched has been answered (meta events caused by
+        a SUBSCRIBE must follow its SUBSCRIBED, or the client sees an unknown subscription)."""
+        if self._dispatching:
+            self._after.extend(deliveries)
+        else:
+            self.deliver(deliveries)
 
     def deliver(self, deliveries: Deliveries) -> None:
         for target, message in deliveries:
