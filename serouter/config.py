@@ -611,6 +611,12 @@ class RealmConfig:
     # topics whose last events are kept (wamp.subscription.get_events), at most history_limit
     history: tuple[str, ...] = field(default=(), metadata=_rule(_topics))
     history_limit: int = field(default=100, metadata=_rule(_integer(1, 100_000)))
+    # limits (docs/reliability.md): sessions in this realm, and per session
+    max_sessions: int = field(default=100_000, metadata=_rule(_integer(1, 10_000_000)))
+    max_calls: int = field(default=1000, metadata=_rule(_integer(1, 1_000_000)))  # as caller
+    max_invocations: int = field(default=5000, metadata=_rule(_integer(1, 1_000_000)))  # callee
+    max_registrations: int = field(default=1000, metadata=_rule(_integer(1, 1_000_000)))
+    max_subscriptions: int = field(default=1000, metadata=_rule(_integer(1, 1_000_000)))
     # authentication: the methods offered here; the client's order of preference picks one
     auth: tuple[str, ...] = field(default=("anonymous",), metadata=_rule(_auth_methods))
     principals: Mapping[str, PrincipalConfig] = field(
@@ -663,6 +669,14 @@ class ListenerConfig:
     tls_client_cert: str = field(
         default="required", metadata=_rule(_choice("required", "optional"))
     )
+    # limits (docs/reliability.md): connections on this listener; bytes queued for a peer that
+    # does not read (beyond the kernel's and Twisted's buffers); what happens to events for a
+    # subscriber over that mark ("drop" them, counted and logged, or "close" its session);
+    # seconds without any message before a session is closed (0: never)
+    max_connections: int = field(default=10_000, metadata=_rule(_integer(1, 1_000_000)))
+    max_queued_bytes: int = field(default=1 << 20, metadata=_rule(_integer(1 << 16, 1 << 30)))
+    slow_consumer: str = field(default="drop", metadata=_rule(_choice("drop", "close")))
+    idle_timeout: float = field(default=0.0, metadata=_rule(_seconds_or_off(86400 * 7)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,14 @@ from serouter.auth.tls_listener import client_certificate_endpoint
 from serouter.config import Config, ListenerConfig, server_endpoint_string
 from serouter.core import uris
 from serouter.core.access import AccessCheck
+from serouter.core.dealer import Limits
 from serouter.core.realm import RealmOptions
 from serouter.core.router import Labeler, Router, listener_label
 from serouter.security import Security, build_security
 from serouter.serializers import BY_NAME
 from serouter.transport import RawSocketFactory, WebSocketFactory
 from serouter.transport._base import WampServerFactory, WriteBatcher
+from serouter.transport._flow import ListenerLimits
 
 log = Logger(namespace="serouter.service")
 
@@ -54,6 +56,10 @@ def make_factory(
         "max_message_size": listener.max_message_size,
         "handshake_timeout": listener.handshake_timeout,
         "keepalive": (keepalive_interval(listener), listener.ping_timeout),
+        "limits": ListenerLimits(
+            listener.max_connections, listener.max_queued_bytes, listener.slow_consumer,
+            listener.idle_timeout,
+        ),
         "listener": listener.endpoint,
     }
     if listener.transport == "websocket":
@@ -66,7 +72,10 @@ def make_factory(
 def realm_options(config: Config) -> dict[str, RealmOptions]:
     """The core's per-realm settings, from the [[realms]] tables."""
     return {
-        r.name: RealmOptions(r.disclose_caller, r.disclose_publisher, r.history, r.history_limit)
+        r.name: RealmOptions(
+            r.disclose_caller, r.disclose_publisher, r.history, r.history_limit, r.max_sessions,
+            Limits(r.max_calls, r.max_invocations, r.max_registrations, r.max_subscriptions),
+        )
         for r in config.realms
     }
 

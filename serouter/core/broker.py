@@ -118,9 +118,12 @@ class Broker:
         ids: IdGenerator,
         clock: Clock,
         disclose_publisher: str = "allow",
+        *,
         history: Iterable[str] = (),
         history_limit: int = 100,
+        max_subscriptions: int = 1000,
     ) -> None:
+        self.max_subscriptions = max_subscriptions
         self._ids = ids
         self._clock = clock
         self.disclose_publisher = disclose_publisher
@@ -140,6 +143,10 @@ class Broker:
             return [(session, error_reply(SUBSCRIBE, msg.request, uris.OPTION_NOT_ALLOWED,
                                           f"match policy {match!r} is not supported"))]
         sub = self._subscriptions.get(msg.topic, match)
+        held = self._held.get(session.id, ())
+        if len(held) >= self.max_subscriptions and (sub is None or sub.id not in held):
+            return [(session, error_reply(SUBSCRIBE, msg.request, uris.LIMIT_EXCEEDED,
+                                          f"at most {self.max_subscriptions} subscriptions"))]
         if sub is None:
             sub = Subscription(self._ids.router_id(), msg.topic, match, self._clock.seconds())
             self._subscriptions.add(msg.topic, match, sub)

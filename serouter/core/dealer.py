@@ -69,6 +69,16 @@ def _can_interrupt(callee: Session) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-session limits of one realm (docs/reliability.md)."""
+
+    calls: int = 1000  # in flight as caller
+    invocations: int = 5000  # in flight as callee
+    registrations: int = 1000
+    subscriptions: int = 1000  # enforced by the broker
+
+
 @dataclass(slots=True, eq=False)
 class Registration:
     id: int
@@ -110,7 +120,9 @@ class Dealer:
         clock: Clock,
         deliver: Callable[[Deliveries], None],
         disclose_caller: str = "allow",
+        limits: Limits = Limits(),
     ) -> None:
+        self.limits = limits
         self._ids = ids
         self._clock = clock
         self._deliver = deliver
@@ -161,6 +173,9 @@ class Dealer:
         if invoke not in INVOKE_POLICIES:
             return error_reply(REGISTER, request, uris.OPTION_NOT_ALLOWED,
                           f"invocation policy {invoke!r} is not supported")
+        if len(self._held.get(session.id, ())) >= self.limits.registrations:
+            return error_reply(REGISTER, request, uris.LIMIT_EXCEEDED,
+                               f"at most {self.limits.registrations} registrations per session")
         if uris.is_reserved(msg.procedure):
             return error_reply(REGISTER, request, uris.INVALID_URI,
                           "procedures under 'wamp.' are reserved for the router")
@@ -204,17 +219,24 @@ class Dealer:
 
     def call(self, caller: Session, msg: Call) -> Deliveries:
         key = (caller.id, msg.request)
-        if not msg.options and key not in self._by_call:
+        if not msg.options and key not in self._by_call and caller.calls < self.limits.calls:
             reg = self._registrations.best(msg.procedure)
             if reg is not None and reg.plain and not self._force_disclosure:
                 # The common case, kept short: no options, exact match, nothing to disclose.
                 callee = reg.callees[0] if len(reg.callees) == 1 else self._pick(reg)
-                invocation = callee.next_request_id()
-                pending = PendingCall(caller, msg.request, callee, invocation, reg, False, False)
-                self._by_invocation[(callee.id, invocation)] = pending
-                self._by_call[key] = pending
-                return [(callee, Invocation(invocation, reg.id, {}, msg.args, msg.kwargs))]
+                if callee.invocations < self.limits.invocations:
+                    invocation = callee.next_request_id()
+                    pending = PendingCall(caller, msg.request, callee, invocation, reg, False,
+                                          False)
+                    self._track(pending)
+                    return [(callee, Invocation(invocation, reg.id, {}, msg.args, msg.kwargs))]
         return self._call(caller, msg)
+
+    def _track(self, pending: PendingCall) -> None:
+        self._by_invocation[(pending.callee.id, pending.invocation)] = pending
+        self._by_call[(pending.caller.id, pending.request)] = pending
+        pending.caller.calls += 1
+        pending.callee.invocations += 1
 
     def _call(self, caller: Session, msg: Call) -> Deliveries:
         opts = msg.options
@@ -228,6 +250,9 @@ class Dealer:
         if progress and not caller.supports("caller", "progressive_call_invocations"):
             caller.protocol_violation("progressive CALL without progressive_call_invocations")
             return []
+        if caller.calls >= self.limits.calls:
+            return [(caller, error_reply(CALL, msg.request, uris.LIMIT_EXCEEDED,
+                                         f"at most {self.limits.calls} calls in flight"))]
         reg = self._registrations.best(msg.procedure) or self._fallback_registration()
         if reg is None:
             return [(caller, error_reply(CALL, msg.request, uris.NO_SUCH_PROCEDURE,
@@ -236,6 +261,12 @@ class Dealer:
         if isinstance(details, Error):
             return [(caller, details)]
         callee = self._pick(reg)
+        if callee.invocations >= self.limits.invocations:
+            available = [c for c in reg.callees if c.invocations < self.limits.invocations]
+            if not available:
+                return [(caller, error_reply(CALL, msg.request, uris.NO_AVAILABLE_CALLEE,
+                                             "every callee has its maximum of calls in flight"))]
+            callee = available[0]
         if progress and not (
             callee.supports("callee", "progressive_call_invocations") and _can_interrupt(callee)
         ):
@@ -244,8 +275,7 @@ class Dealer:
         invocation = callee.next_request_id()
         pending = PendingCall(caller, msg.request, callee, invocation, reg,
                               "receive_progress" in details, progress)
-        self._by_invocation[(callee.id, invocation)] = pending
-        self._by_call[(caller.id, msg.request)] = pending
+        self._track(pending)
         timeout = opts.get("timeout")
         if timeout:
             pending.timer = self._clock.callLater(timeout / 1000, self._timed_out, pending)
@@ -362,7 +392,9 @@ class Dealer:
         self._deliver(out)
 
     def _forget(self, pending: PendingCall) -> None:
-        self._by_invocation.pop((pending.callee.id, pending.invocation), None)
+        if self._by_invocation.pop((pending.callee.id, pending.invocation), None) is not None:
+            pending.caller.calls -= 1
+            pending.callee.invocations -= 1
         self._by_call.pop((pending.caller.id, pending.request), None)
         if pending.timer is not None:
             if pending.timer.active():

@@ -8,7 +8,7 @@ check is asked once, and only then does the dealer or broker see the message. Th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -17,7 +17,7 @@ from serouter.core import uris
 from serouter.core.access import AccessCheck, AccessCheckFailed, Action
 from serouter.core.broker import Broker
 from serouter.core.clock import Clock
-from serouter.core.dealer import Dealer
+from serouter.core.dealer import Dealer, Limits
 from serouter.core.ids import IdGenerator
 from serouter.core.matching import EXACT, MATCH_POLICIES
 from serouter.core.messages import (
@@ -55,6 +55,8 @@ class RealmOptions:
     disclose_publisher: str = "allow"
     history: tuple[str, ...] = ()  # topics with event history
     history_limit: int = 100
+    max_sessions: int = 100_000
+    limits: Limits = field(default_factory=Limits)
 
 
 _VALID_URI_CACHE = 10_000  # bounded: clients choose the URIs
@@ -78,9 +80,12 @@ class Realm:
         self._valid_uris: set[str] = set()  # URIs seen valid: the regex runs once per URI
         self._dispatching = False
         self._after: Deliveries = []
-        self.dealer = Dealer(ids, clock, self.deliver, options.disclose_caller)
-        self.broker = Broker(ids, clock, options.disclose_publisher, options.history,
-                             options.history_limit)
+        self.max_sessions = options.max_sessions
+        self.dealer = Dealer(ids, clock, self.deliver, options.disclose_caller, options.limits)
+        self.broker = Broker(
+            ids, clock, options.disclose_publisher, history=options.history,
+            history_limit=options.history_limit, max_subscriptions=options.limits.subscriptions,
+        )
         self.meta = MetaApi(self)
         # The roles (and features) announced in WELCOME: what is implemented, no more.
         self.roles: dict[str, Any] = {"broker": {"features": {

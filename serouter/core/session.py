@@ -90,7 +90,9 @@ class Session:
         "authmethod",
         "authprovider",
         "authrole",
+        "calls",
         "id",
+        "invocations",
         "label",
         "peer",
         "realm",
@@ -118,6 +120,8 @@ class Session:
         self.roles: dict[str, Any] = {}
         self.subject = Subject(0, "", "")
         self._next_request = 0
+        self.calls = 0  # calls in flight as caller (the dealer counts, for the limits)
+        self.invocations = 0  # invocations in flight as callee
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state.value} {self.transport.peer}>"
@@ -215,6 +219,9 @@ class Session:
         realm = self.router.realms.get(msg.realm)
         if realm is None:
             self._abort(uris.NO_SUCH_REALM, f"no realm {msg.realm!r} on this router")
+            return
+        if len(realm.sessions) >= realm.max_sessions:
+            self._abort(uris.LIMIT_EXCEEDED, f"realm {realm.name} has its maximum of sessions")
             return
         authenticator = self.router.auth.choose(realm.name, self.transport, methods)
         if authenticator is None:

@@ -36,6 +36,10 @@ PROCEDURE_EXISTS_WITH_DIFFERENT_POLICY = (
 )
 DISCLOSE_ME_DISALLOWED = "wamp.error.option_disallowed.disclose_me"
 
+# -- serouter's own (documented in docs/reliability.md): a configured limit was reached
+LIMIT_EXCEEDED = "serouter.error.limit_exceeded"
+CLOSE_IDLE = "serouter.close.idle_timeout"  # GOODBYE reason: no message within idle_timeout
+
 # -- session close reasons
 SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
 CLOSE_REALM = "wamp.close.close_realm"

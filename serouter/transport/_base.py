@@ -21,6 +21,7 @@ from serouter.core import uris
 from serouter.core.messages import Outgoing, ProtocolViolation, parse
 from serouter.core.peer import TransportInfo
 from serouter.serializers import Serializer
+from serouter.transport._flow import REFUSED_URI, ListenerLimits, Outflow, Verdict
 
 if TYPE_CHECKING:
     from serouter.core.router import Router
@@ -73,7 +74,10 @@ class WampServerFactory(ServerFactory):
         batcher: WriteBatcher | None = None,
         label: str | None = None,
         read_peer_context: bool = False,
+        limits: ListenerLimits | None = None,
     ) -> None:
+        self.limits = limits or ListenerLimits()
+        self.connections = 0
         # read_peer_context: read SO_PEERSEC from Unix peers; set only when SELinux is enabled
         # (on an AppArmor host the same option returns an AppArmor label).
         self.label = label
@@ -102,10 +106,26 @@ class WampProtocol(Protocol):
         self._closing = False
         self._max_out = 0  # the largest message the peer accepts, known after the handshake
         self._writes: list[bytes] = []
+        self._active = False  # a WAMP message arrived since the last idle check
+        self._idle: IDelayedCall | None = None
+        self._counted = False
+        self._producing = False  # registered as the transport's producer
 
     # -- Twisted callbacks ---------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        factory = self.factory
+        if factory.connections >= factory.limits.max_connections:
+            log.info("refused {peer}: the listener has its maximum of {n} connections",
+                     peer=self._peer_string(), n=factory.limits.max_connections)
+            self.refuse_connection()
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        factory.connections += 1
+        self._counted = True
+        self.outflow = Outflow(factory.limits)
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._producing = True
         handle = getattr(self.transport, "getHandle", lambda: None)()
         if isinstance(handle, socket.socket) and handle.family in (socket.AF_INET, socket.AF_INET6):
             handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -114,6 +134,8 @@ class WampProtocol(Protocol):
         )
 
     def dataReceived(self, data: bytes) -> None:
+        if not self._counted:
+            return  # refused: over the connection limit, closing
         self._heard = True
         batcher = self.factory.batcher
         batcher.depth += 1
@@ -125,9 +147,13 @@ class WampProtocol(Protocol):
                 batcher.flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._counted:
+            self._counted = False
+            self.factory.connections -= 1
         self._writes.clear()
         self._cancel_timer()
         self._stop_keepalive()
+        self._stop_idle()
         if self.session is not None:
             session, self.session = self.session, None
             self.factory.router.close_session(session)
@@ -168,6 +194,7 @@ class WampProtocol(Protocol):
         session = self.session
         if session is None:
             return
+        self._active = True
         try:
             msg = parse(self._decode(payload))
         except ProtocolViolation as e:
@@ -186,6 +213,7 @@ class WampProtocol(Protocol):
         if self._timer is not None and session.is_open:
             self._cancel_timer()
             self._start_keepalive()
+            self._start_idle()
 
     def send_payload(self, data: bytes) -> None:
         """Frame and write one serialized message."""
@@ -210,14 +238,53 @@ class WampProtocol(Protocol):
                 limit=self._max_out,
             )
             return uris.PAYLOAD_SIZE_EXCEEDED
+        if self.outflow.paused:
+            verdict = self.outflow.judge(message, len(data))
+            if verdict is not Verdict.SEND:
+                return self._over_limit(message, verdict)
         self.send_payload(data)
         return None
+
+    def _over_limit(self, message: Outgoing, verdict: Verdict) -> str | None:
+        """The peer is not reading and its queue is full: the listener's policy."""
+        if verdict is Verdict.DROP:
+            if self.outflow.dropped == 1:
+                log.warn("slow consumer {peer}: dropping its events until it catches up",
+                         peer=self._peer_string())
+            return None
+        if verdict is Verdict.REFUSE:
+            return REFUSED_URI
+        log.warn("closing {peer}: it does not read ({kind} over {limit} queued bytes)",
+                 peer=self._peer_string(), kind=type(message).__name__,
+                 limit=self.factory.limits.max_queued_bytes)
+        self._closing = True
+        self._unregister()
+        self.transport.abortConnection()  # type: ignore[union-attr]
+        return None
+
+    # -- IPushProducer: the transport tells us when the peer stops and resumes reading ----
+
+    def pauseProducing(self) -> None:
+        self.outflow.pause()
+
+    def resumeProducing(self) -> None:
+        dropped = self.outflow.resume()
+        if dropped:
+            log.warn("slow consumer {peer} caught up: {n} events were dropped for it",
+                     peer=self._peer_string(), n=dropped)
+
+    def stopProducing(self) -> None:
+        pass
+
+    def refuse_connection(self) -> None:
+        """Tell a peer over the connection limit (subclasses: in their handshake's terms)."""
 
     def close(self) -> None:
         if not self._closing:
             self._closing = True
             self._cancel_timer()
             self._stop_keepalive()
+            self._stop_idle()
             self.close_transport()
 
     def close_transport(self) -> None:
@@ -227,7 +294,14 @@ class WampProtocol(Protocol):
     def lose_connection(self) -> None:
         """Write what is batched for this connection, then close it."""
         self.flush_writes()
+        self._unregister()
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _unregister(self) -> None:
+        # A transport with a registered producer waits for it before closing (TLS does).
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -259,6 +333,30 @@ class WampProtocol(Protocol):
             return
         rest = max(self.factory.ping_interval - self.factory.ping_timeout, 0.0)
         self._keepalive = self.factory.clock.callLater(rest, self._ping)
+
+    def _start_idle(self) -> None:
+        if self.factory.limits.idle_timeout > 0 and self._idle is None:
+            self._active = False
+            self._idle = self.factory.clock.callLater(
+                self.factory.limits.idle_timeout, self._idle_check
+            )
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        session = self.session
+        if self._active or session is None:
+            self._start_idle()
+            return
+        log.info("idle timeout: closing {peer} after {t} s without a message",
+                 peer=self._peer_string(), t=self.factory.limits.idle_timeout)
+        session.shutdown(uris.CLOSE_IDLE)
+        self.close()
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None:
+            if self._idle.active():
+                self._idle.cancel()
+            self._idle = None
 
     def _stop_keepalive(self) -> None:
         if self._keepalive is not None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from serouter.serializers import BY_RAWSOCKET_ID
 from serouter.transport._base import WampProtocol, WampServerFactory, log
-from serouter.transport._rawsocket_codec import RawSocketError, RawSocketServerCodec
+from serouter.transport._rawsocket_codec import (
+    ERR_MAX_CONNECTIONS,
+    RawSocketError,
+    RawSocketServerCodec,
+)
 
 
 class RawSocketProtocol(WampProtocol):
@@ -42,6 +46,10 @@ class RawSocketProtocol(WampProtocol):
 
     def send_payload(self, data: bytes) -> None:
         self.write(RawSocketServerCodec.frame(data))
+
+    def refuse_connection(self) -> None:
+        # The spec's handshake error 4: maximum connection count reached.
+        self.transport.write(bytes((0x7F, ERR_MAX_CONNECTIONS << 4, 0, 0)))  # type: ignore[union-attr]
 
     def send_ping(self, payload: bytes = b"") -> None:
         self.write(RawSocketServerCodec.ping(payload))

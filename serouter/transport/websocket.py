@@ -70,6 +70,11 @@ class WebSocketProtocol(WampProtocol):
         frame = self.codec.send_message(data if self.serializer.binary else data.decode())
         self.write(frame)
 
+    def refuse_connection(self) -> None:
+        self.transport.write(  # type: ignore[union-attr]
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+
     def send_ping(self, payload: bytes = b"") -> None:
         self.write(self.codec.send_ping(payload))
 
