@@ -89,6 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--router-cpu", type=int, default=0, help="CPU for a started router; -1: none")
     p.add_argument("--gen-cpu", type=int, default=1, help="CPU for the generator; -1: none")
     p.add_argument(
+        "--selinux",
+        action="store_true",
+        help="the started router decides every action with a compiled SELinux policy "
+        "(policy-file backend, enforcing); compare with the default allow-all run",
+    )
+    p.add_argument(
         "--nice",
         type=int,
         metavar="N",
@@ -137,6 +143,7 @@ def open_router(args: argparse.Namespace) -> Router:
             realm=args.realm,
             ws_path=args.ws_path,
             cpu=cpu,
+            selinux=args.selinux,
         )
     ports = [p for p in (args.rs_port, args.ws_port) if p is not None]
     if not ports:

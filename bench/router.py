@@ -16,16 +16,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import selinux as bench_selinux
 from bench.procstat import process_cpu_seconds
+from bench.selinux import LABEL
 from bench.wire import BenchError
 
 CONFIG_TEMPLATE = """\
 [router]
 log_level = "warn"
 
-[access]
-backend = "allow-all"
-
+{access}
 [[realms]]
 name = "{realm}"
 
@@ -34,12 +34,14 @@ transport = "websocket"
 endpoint = "tcp:{ws_port}:interface={host}"
 path = "{ws_path}"
 serializers = ["{serializer}"]
-
+{label}
 [[listeners]]
 transport = "rawsocket"
 endpoint = "tcp:{rs_port}:interface={host}"
 serializers = ["{serializer}"]
-"""
+{label}"""
+ALLOW_ALL = '[access]\nbackend = "allow-all"\n'
+
 DEFAULT_COMMAND = "{python} -m serouter run -c {config}"
 
 
@@ -131,14 +133,29 @@ class Router:
 
 
 def start_router(
-    command: str | None, *, host: str, serializer: str, realm: str, ws_path: str, cpu: int | None
+    command: str | None,
+    *,
+    host: str,
+    serializer: str,
+    realm: str,
+    ws_path: str,
+    cpu: int | None,
+    selinux: bool = False,
 ) -> Router:
-    """Write a config with free ports, start the router pinned to ``cpu``, wait for its ports."""
+    """Write a config with free ports, start the router pinned to ``cpu``, wait for its ports.
+
+    With ``selinux``, the router decides every action with a compiled policy (bench.selinux).
+    """
     tmp = tempfile.TemporaryDirectory(prefix="serouter-bench-")
     rs_port, ws_port = free_port(host), free_port(host)
     config = Path(tmp.name) / "router.toml"
+    access, label = ALLOW_ALL, ""
+    if selinux:
+        access, label = bench_selinux.access_section(Path(tmp.name)), f'label = "{LABEL}"\n'
     config.write_text(
         CONFIG_TEMPLATE.format(
+            access=access,
+            label=label,
             realm=realm,
             host=host,
             ws_port=ws_port,
