@@ -7,6 +7,7 @@ tests drive them without a terminal; only :func:`main` touches the process and t
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -16,11 +17,11 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
-    textFileLogObserver,
 )
 
 from serouter import __version__
 from serouter.config import Config, ConfigError, load_config
+from serouter.observability import LOG_FORMATS, log_observer
 from serouter.service import RouterDaemon, install_shutdown
 
 LOG_LEVELS = {
@@ -44,6 +45,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     sub.choices["run"].add_argument(
         "--log-level", choices=sorted(LOG_LEVELS), help="overrides [router] log_level"
     )
+    sub.choices["run"].add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text",
+        help="text (default), or json: one object per line with the event's fields",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,19 +66,33 @@ def check_config(path: str | None, out: TextIO) -> int:
     return 0
 
 
-def start_logging(level: str, out: TextIO) -> None:
+def start_logging(level: str, out: TextIO, log_format: str = "text") -> LogLevelFilterPredicate:
+    """Log to ``out`` from ``level`` up; the predicate changes the level later (reload)."""
     predicate = LogLevelFilterPredicate(defaultLogLevel=LOG_LEVELS[level])
-    observer = FilteringLogObserver(textFileLogObserver(out), [predicate])
+    observer = FilteringLogObserver(log_observer(log_format, out), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    return predicate
 
 
-def run(config: Config, reactor: Any) -> int:
-    """Start the daemon on ``reactor`` and run until a signal stops it."""
+def run(
+    config: Config, reactor: Any, levels: LogLevelFilterPredicate | None = None
+) -> int:
+    """Start the daemon on ``reactor`` and run until a signal stops it.
+
+    ``levels``: the log filter a reload may set to a new [router] log_level (None: the level
+    was fixed on the command line)."""
     daemon = RouterDaemon(config, reactor)
+    if levels is not None:
+        def set_level(name: str) -> None:
+            levels.setLogLevelForNamespace("", LOG_LEVELS[name])
+
+        daemon.set_log_level = set_level
     status = {"code": 0}
 
     def failed(failure: Any) -> None:
-        print(f"serouter: cannot start: {failure.getErrorMessage()}", file=sys.stderr)
+        message = failure.getErrorMessage()
+        print(f"serouter: cannot start: {message}", file=sys.stderr)
+        daemon.notifier.status(f"cannot start: {message}")
         status["code"] = 1
         reactor.stop()
 
@@ -84,6 +103,9 @@ def run(config: Config, reactor: Any) -> int:
 
     reactor.callWhenRunning(started)
     reactor.run()
+    # Shut down already: a repeated SIGTERM (an impatient supervisor) must not turn the
+    # orderly exit into death by signal while the interpreter winds down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return status["code"]
 
 
@@ -96,11 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"serouter: {e}", file=sys.stderr)
         return 1
-    start_logging(args.log_level or config.router.log_level, sys.stdout)
+    levels = start_logging(args.log_level or config.router.log_level, sys.stdout,
+                           args.log_format)
     # Importing the reactor installs it: only once we know we are going to run.
     from twisted.internet import reactor  # noqa: PLC0415
 
-    return run(config, reactor)
+    return run(config, reactor, None if args.log_level else levels)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ from difflib import get_close_matches
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from cryptography import x509
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
+
+from serouter.argo import domain_key, register_endpoint_plugins
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -40,9 +42,13 @@ __all__ = [
     "TRANSPORTS",
     "AccessConfig",
     "AnonymousAuthConfig",
+    "ArgoConfig",
     "Config",
     "ConfigError",
+    "FederationConfig",
     "ListenerConfig",
+    "MetricsConfig",
+    "NameServerConfig",
     "PrincipalConfig",
     "PrincipalsFile",
     "RealmConfig",
@@ -140,11 +146,9 @@ def _choice(*options: str) -> Rule:
 
 
 def _router_mode(value: object) -> str:
-    if value == "nameserver":
-        raise _Fault('"nameserver" mode is not supported yet; only "router" is')
-    if value != "router":
-        raise _Fault(f'must be "router", got {_show(value)}')
-    return "router"
+    if value not in ("router", "nameserver"):
+        raise _Fault(f'must be "router" or "nameserver", got {_show(value)}')
+    return str(value)
 
 
 def _integer(low: int, high: int) -> Rule:
@@ -270,6 +274,14 @@ def _name(key: str) -> str:
     return _text(key)
 
 
+def _domain(key: str) -> str:
+    """A key naming Argo peer domains: "uuid:<uuid>", "name:<name>" or "domid:<id>"."""
+    try:
+        return domain_key(key)
+    except ValueError as error:
+        raise _Fault(str(error)) from None
+
+
 # ---------------------------------------------------------------------------------------------
 # Endpoint strings. Twisted parses them; we only add what its parser cannot know: Linux abstract
 # Unix sockets written as "unix:@name", and limits that would otherwise fail only at bind time.
@@ -352,12 +364,36 @@ def _abstract_form(name: str, args: list[str], kw: dict[str, str]) -> str:
     return f"unix:{_escape(chr(0) + name)}{options}:lockfile=0"
 
 
+_SYSTEMD_DOMAINS: Final = ("UNIX", "INET", "INET6")
+
+
+def _check_systemd(args: list[str], kw: dict[str, str]) -> None:
+    """``systemd:domain=UNIX:index=0`` or ``:name=N``: a socket systemd passes (LISTEN_FDS).
+
+    The socket exists only in the daemon systemd started, so here only the form is checked;
+    a socket systemd did not pass refuses the start (serouter.service).
+    """
+    if len(args) > 1 or set(kw) - {"domain", "index", "name"}:
+        raise _Fault("a systemd socket is systemd:domain=UNIX|INET|INET6 with index=N (its "
+                     "place in LISTEN_FDS) or name=NAME (FileDescriptorName=), nothing else")
+    if kw.get("domain") not in _SYSTEMD_DOMAINS:
+        raise _Fault(f"systemd: needs domain= one of {_quoted(_SYSTEMD_DOMAINS)}")
+    if ("index" in kw) == ("name" in kw):
+        raise _Fault("systemd: names its socket by index= or by name=, exactly one of them")
+    if "index" in kw and not kw["index"].isdigit():
+        raise _Fault(f"systemd: index= must be a number, got {_show(kw['index'])}")
+    if "name" in kw and not kw["name"]:
+        raise _Fault("systemd: name= is empty")
+
+
 def _twisted_form(endpoint: str) -> str:
     """The endpoint string to hand Twisted, after the checks its parser does not make."""
     args, kw = _split_endpoint(endpoint)
     # as in Twisted: plugin types (tcp6) match in any case, the built-in ones only in lower case
     if args[0] in _PORT_TYPES or args[0].lower() == "tcp6":
         _check_port(args, kw)
+    if args[0] == "systemd":
+        _check_systemd(args, kw)
     if args[0] != "unix":
         return endpoint
     address = args[1] if len(args) > 1 else kw.get("address", "")
@@ -375,6 +411,9 @@ def _endpoint(value: object) -> str:
             f"unix:@name), got {_show(value)}"
         )
     description = _twisted_form(endpoint)
+    if description.startswith("systemd:"):
+        return endpoint  # Twisted's parser would look for the socket, passed only at run time
+    register_endpoint_plugins()  # argo: (serouter.argo), also from an editable install
     try:
         # a MemoryReactor: parse (and, for ssl, load the key and certificate) without listening
         serverFromString(MemoryReactor(), description)  # type: ignore[no-untyped-call]
@@ -449,6 +488,19 @@ def _id_roles(kind: str) -> Rule:
         return roles
 
     return check
+
+
+def _domain_roles(value: object) -> dict[str, str]:
+    """{"uuid:<uuid>" | "name:<name>" | "domid:<id>" = role}: Argo peer domains' roles."""
+    if not isinstance(value, Mapping):
+        raise _Fault(f"must be a table of domain = role, got {_show(value)}")
+    roles: dict[str, str] = {}
+    for key, role in value.items():
+        try:
+            roles[_domain(key)] = _text(role)
+        except _Fault as fault:
+            raise fault.under(f".{json.dumps(key)}") from None
+    return roles
 
 
 def _numeric_id(kind: str, key: str) -> int:
@@ -570,6 +622,8 @@ class TransportAuthConfig:
     role: str | None = field(default=None, metadata=_rule(_text))  # for any other peer
     uid_roles: Mapping[int, str] = field(default_factory=dict, metadata=_rule(_id_roles("user")))
     gid_roles: Mapping[int, str] = field(default_factory=dict, metadata=_rule(_id_roles("group")))
+    # Argo peers: "uuid:<vm uuid>" / "name:<domain name>" / "domid:<id>" = role
+    domain_roles: Mapping[str, str] = field(default_factory=dict, metadata=_rule(_domain_roles))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,6 +751,167 @@ class AccessConfig:
     authrole_labels: Mapping[str, str] = field(
         default_factory=dict, metadata=_rule(_label_map(_name))
     )
+    # Argo peers (docs/argo.md): "uuid:<vm uuid>" / "name:<domain name>" / "domid:<id>" = context
+    domain_labels: Mapping[str, str] = field(
+        default_factory=dict, metadata=_rule(_label_map(_domain))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ArgoConfig:
+    """[argo]: how the domains of Argo peers are named (docs/argo.md)."""
+
+    # look domain ids up in XenStore (/local/domain/<id>/name and vm) for names and VM uuids
+    xenstore: bool = field(default=True, metadata=_rule(_boolean))
+    # seconds an accepted connection waits for its domain's name before it goes on without
+    resolve_timeout: float = field(default=5.0, metadata=_rule(_seconds(60)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Federation (docs/federation.md): [nameserver] in mode = "nameserver", [federation] otherwise.
+
+_XENSTORE_PATH: Final = re.compile(r"(/[A-Za-z0-9_@-]+)+")
+
+
+def _client_endpoint(value: object) -> str:
+    """A Twisted client endpoint string: how to reach the name server or a router."""
+    endpoint = _text(value)
+    if any(ord(char) < 32 or ord(char) == 127 for char in endpoint):
+        raise _Fault(f"must not contain control characters, got {_show(value)}")
+    register_endpoint_plugins()
+    try:
+        clientFromString(MemoryReactor(), endpoint)  # type: ignore[no-untyped-call]
+    except Exception as error:  # parsers raise ValueError, TypeError, KeyError, ...
+        raise _Fault(
+            f"Twisted refuses {_show(endpoint)} as a client endpoint: {type(error).__name__}: "
+            f"{error}"
+        ) from None
+    return endpoint
+
+
+def _xenstore_path(value: object) -> str:
+    path = _text(value)
+    if not _XENSTORE_PATH.fullmatch(path):
+        raise _Fault(
+            "must be an absolute XenStore path of [A-Za-z0-9_@-] components (a dotted name "
+            f"belongs in a value, not a path), got {_show(value)}"
+        )
+    return path
+
+
+def _names(kind: str, check: Rule) -> Rule:
+    def names(value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Fault(f"must be an array of {kind}, got {_show(value)}")
+        for index, item in enumerate(value):
+            try:
+                check(item)
+            except _Fault as fault:
+                raise fault.under(f"[{index}]") from None
+            if item in value[:index]:
+                raise _Fault(f"{_show(item)} is listed twice", f"[{index}]")
+        return tuple(value)
+
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class NameServerConfig:
+    """[nameserver]: the name service this router hosts in every realm (mode = "nameserver")."""
+
+    # the client endpoint string routers use to reach this name server
+    advertise: str | None = field(default=None, metadata=_rule(_client_endpoint))
+    # "xenstore": write advertise at xenstore_path (perms r0) at start, remove it at stop
+    publish: str = field(default="none", metadata=_rule(_choice("xenstore", "none")))
+    xenstore_path: str = field(default="/serouter/nameserver", metadata=_rule(_xenstore_path))
+    # entries, and watches, one router may hold
+    max_entries: int = field(default=100_000, metadata=_rule(_integer(1, 10_000_000)))
+
+
+@dataclass(frozen=True, slots=True)
+class FederationConfig:
+    """[federation]: this router's proxy to the name server and the other routers."""
+
+    # how other routers reach this one (a client endpoint string of a rawsocket listener)
+    advertise: str = field(metadata=_rule(_client_endpoint))
+    discovery: str = field(default="xenstore", metadata=_rule(_choice("xenstore", "static")))
+    nameserver: str | None = field(default=None, metadata=_rule(_client_endpoint))  # static
+    xenstore_path: str = field(default="/serouter/nameserver", metadata=_rule(_xenstore_path))
+    # the realms federated (each needs its namesake on the name server); empty: every realm
+    realms: tuple[str, ...] = field(default=(), metadata=_rule(_names("realm names", _realm_uri)))
+    # seconds a connection to another router may carry nothing before it is closed
+    idle_timeout: float = field(default=60.0, metadata=_rule(_seconds(86400)))
+    # seconds to connect and join, to the name server or another router
+    connect_timeout: float = field(default=5.0, metadata=_rule(_seconds(300)))
+    # the endpoint types this proxy connects to when the name server names a router
+    peer_endpoints: tuple[str, ...] = field(
+        default=("tcp", "argo"), metadata=_rule(_names("endpoint types", _text))
+    )
+
+
+def _optional_at(data: Mapping[str, object], key: str, cls: type[_D]) -> _D | None:
+    """An optional single [key] table; absent means None."""
+    if key not in data:
+        return None
+    try:
+        return _build(cls, data[key])
+    except _Fault as fault:
+        raise fault.under(key) from None
+
+
+def _check_federation(config: Config, data: Mapping[str, object]) -> None:
+    mode = config.router.mode
+    federated = mode == "nameserver" or config.federation is not None
+    if federated and not any(x.transport == "rawsocket" for x in config.listeners):
+        # proxies speak RawSocket to the name server and to each other
+        raise _Fault("federation needs a rawsocket listener (proxies connect over RawSocket)",
+                     "listeners")
+    if mode == "nameserver":
+        if config.federation is not None:
+            raise _Fault('only mode = "router" federates; a name server has no [federation]',
+                         "federation")
+        nameserver = config.nameserver or NameServerConfig()
+        if nameserver.publish == "xenstore" and nameserver.advertise is None:
+            raise _Fault('missing; publish = "xenstore" writes it', "nameserver.advertise")
+        for index, realm in enumerate(config.realms):
+            if realm.disclose_caller == "forbid":
+                raise _Fault('the name service learns who calls it by disclosure: not "forbid"'
+                             ' in a name server', f"realms[{index}].disclose_caller")
+        return
+    if config.nameserver is not None:
+        raise _Fault('only mode = "nameserver" has [nameserver]', "nameserver")
+    federation = config.federation
+    if federation is None:
+        return
+    table = data["federation"]
+    assert isinstance(table, Mapping)
+    if federation.discovery == "static" and federation.nameserver is None:
+        raise _Fault('missing; discovery = "static" needs it', "federation.nameserver")
+    if federation.discovery == "xenstore" and "nameserver" in table:
+        raise _Fault('only discovery = "static" reads it (add discovery = "static")',
+                     "federation.nameserver")
+    names = [realm.name for realm in config.realms]
+    for index, name in enumerate(federation.realms):
+        if name not in names:
+            raise _Fault(f"{_show(name)} is not one of the [[realms]]",
+                         f"federation.realms[{index}]")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """[metrics]: Prometheus metrics over HTTP (docs/operations.md); no table, no endpoint."""
+
+    # a Twisted server endpoint string; keep it local, the page names realms and listeners
+    endpoint: str = field(metadata=_rule(_endpoint))
+    path: str = field(default="/metrics", metadata=_rule(_url_path))
+
+
+def _check_metrics(config: Config) -> None:
+    if config.metrics is None:
+        return
+    for index, listener in enumerate(config.listeners):
+        if listener.endpoint == config.metrics.endpoint:
+            raise _Fault(f"is also listeners[{index}].endpoint", "metrics.endpoint")
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,6 +923,10 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     source: str
     access: AccessConfig = field(default_factory=AccessConfig)
+    nameserver: NameServerConfig | None = None  # mode = "nameserver" (defaults if absent)
+    federation: FederationConfig | None = None  # mode = "router": federation is on
+    argo: ArgoConfig = field(default_factory=ArgoConfig)
+    metrics: MetricsConfig | None = None  # [metrics]: the Prometheus endpoint, if any
 
 
 _TOP_LEVEL_KEYS: Final = tuple(f.name for f in fields(Config) if f.name != "source")
@@ -827,8 +1046,26 @@ def _check_realm_methods(realm: RealmConfig, table: Mapping[str, object]) -> Non
     if "tls" in realm.auth and realm.tls.role is None and not realm.all_principals():
         raise _Fault("admits no certificate: set role or add principals", ".tls")
     peer = realm.transport
-    if "transport" in realm.auth and not (peer.role or peer.uid_roles or peer.gid_roles):
-        raise _Fault("admits no peer: set role, uid_roles or gid_roles", ".transport")
+    if "transport" in realm.auth and not (
+        peer.role or peer.uid_roles or peer.gid_roles or peer.domain_roles
+    ):
+        raise _Fault("admits no peer: set role, uid_roles, gid_roles or domain_roles",
+                     ".transport")
+
+
+def _check_argo(config: Config) -> None:
+    """Keys by name or uuid need XenStore: without it they would silently never match."""
+    if config.argo.xenstore:
+        return
+    keyed = [("access.domain_labels", config.access.domain_labels)]
+    keyed += [(f"realms[{i}].transport.domain_roles", r.transport.domain_roles)
+              for i, r in enumerate(config.realms)]
+    for path, table in keyed:
+        for key in table:
+            if not key.startswith("domid:"):
+                raise _Fault(f"{_show(key)} needs domain names from XenStore, and [argo] "
+                             "xenstore = false: use domid: keys or turn xenstore on",
+                             f"{path}.{json.dumps(key)}")
 
 
 def _check_tls_offered(config: Config) -> None:
@@ -872,8 +1109,15 @@ def parse_config(
             ),
             source=source,
             access=_access_at(data, require_access),
+            nameserver=_optional_at(data, "nameserver", NameServerConfig),
+            federation=_optional_at(data, "federation", FederationConfig),
+            argo=_table_at(data, "argo", ArgoConfig),
+            metrics=_optional_at(data, "metrics", MetricsConfig),
         )
         _check_tls_offered(config)
+        _check_argo(config)
+        _check_federation(config, data)
+        _check_metrics(config)
         return config
     except _Fault as fault:
         raise ConfigError(source, fault.path.lstrip("."), fault.reason) from None
@@ -924,7 +1168,7 @@ def split_endpoint(endpoint: str) -> tuple[list[str], dict[str, str]]:
         raise ValueError(fault.reason) from None
 
 
-def server_endpoint_string(listener: ListenerConfig) -> str:
+def server_endpoint_string(listener: ListenerConfig | MetricsConfig) -> str:
     """The string to give ``twisted.internet.endpoints.serverFromString`` for ``listener``.
 
     It equals ``listener.endpoint`` except for "unix:@name", which becomes Twisted's form of
@@ -941,7 +1185,7 @@ DEFAULT_CONFIG_TOML: Final = """\
 # Copy it as a starting point. Every key is checked at start-up; unknown keys are errors.
 
 [router]
-mode = "router"               # "nameserver" (for dom0) is not supported yet
+mode = "router"               # or "nameserver" (dom0): see docs/federation.md
 log_level = "info"            # debug | info | warn | error | critical
 shutdown_timeout = 5.0        # seconds to wait for GOODBYE replies on SIGTERM, (0, 300]
 
@@ -959,6 +1203,8 @@ backend = "allow-all"
 # allow_unknown_classes = false             # start even if the policy lacks wamp_* classes
 # [access.uid_labels]                       # Unix peers: uid -> context
 # "1001" = "system_u:system_r:svc_a_t:s0"
+# [access.domain_labels]                    # Argo peers (docs/argo.md): domain -> context
+# "name:guest1" = "system_u:system_r:svc_a_t:s0"   # or "uuid:<vm uuid>", "domid:<id>"
 
 # One [[realms]] table per realm. A name is a WAMP URI: dot-separated components of
 # lowercase letters, digits and _ (for example "com.example.app").
@@ -974,6 +1220,7 @@ name = "realm1"
 #                                                permissions, anyone in the network namespace
 #                                                may connect
 #   "ssl:8443:privateKey=key.pem:certKey=cert.pem"   TLS; the files must exist
+#   "argo:port=5555"                             Xen's Argo, from other VMs (docs/argo.md)
 [[listeners]]
 transport = "websocket"       # "websocket" or "rawsocket"
 endpoint = "tcp:8080:interface=127.0.0.1"

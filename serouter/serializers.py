@@ -122,8 +122,20 @@ def _msgpack_loads(payload: bytes) -> Any:
     return msgpack.unpackb(payload, raw=False, use_list=True, ext_hook=_no_extensions)
 
 
+def _refuse_references(value: Any, immutable: bool) -> Any:
+    raise cbor2.CBORDecodeError("CBOR value sharing and string references are not accepted")
+
+
+# Value sharing (tags 28, 29) and string references (25, 256) let a few bytes name one value
+# many times: re-encoded for a peer (JSON and MsgPack have no references), 254 bytes became
+# 68 MB, and a little more would exhaust memory. Map keys and set elements must be strings
+# (as with msgpack's strict_map_key): integer keys chosen to collide in the hash table made one
+# message cost seconds, growing with the square of their number.
+_CBOR_REFUSED_TAGS: Final = dict.fromkeys((25, 28, 29, 256), _refuse_references)
+
+
 def _cbor_loads(payload: bytes) -> Any:
-    obj = cbor2.loads(payload)
+    obj = cbor2.loads(payload, semantic_decoders=_CBOR_REFUSED_TAGS, strict_hashable_types=True)
     if type(obj) is list and len(obj) > 2 and type(obj[2]) is dict and obj[2]:
         options = obj[2]
         if any(v is cbor2.undefined for v in options.values()):

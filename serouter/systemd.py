@@ -1,21 +1,30 @@
-"""systemd integration without libsystemd: the notify protocol and the watchdog.
+"""systemd integration without libsystemd: the notify protocol, the watchdog, and sockets
+systemd passes (socket activation).
 
 ``sd_notify`` is a datagram of ``KEY=value`` lines sent to the Unix socket named by
 ``NOTIFY_SOCKET`` (a path, or ``@name`` for the abstract namespace). Nothing here blocks: the
 socket is non-blocking and a full or missing socket drops the message (systemd is then not
 listening, or the unit is not ``Type=notify``). The watchdog pings at half of
 ``WATCHDOG_USEC`` from the reactor, so a stuck reactor stops the pings and systemd restarts us.
+
+A passed socket (``systemd:domain=UNIX:name=wamp``) must outlive its listener: a reload may
+close the listener and open it again, and a Unix socket's file is systemd's, not ours.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from twisted.internet import defer, fdesc, tcp, unix
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger(namespace="serouter.systemd")
 
@@ -60,7 +69,9 @@ class Notifier:
         self.notify(STATUS=status)
 
     def reloading(self) -> None:
-        self.notify(RELOADING=1, STATUS="reloading configuration")
+        # MONOTONIC_USEC: systemd >= 253 wants it with RELOADING=1 (Type=notify-reload)
+        self.notify(RELOADING=1, STATUS="reloading configuration",
+                    MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
 
     def stopping(self) -> None:
         self.notify(STOPPING=1, STATUS="stopping")
@@ -93,3 +104,63 @@ def _watchdog_usec(env: Mapping[str, str]) -> int:
     except ValueError:
         return 0
     return usec if usec > 0 and pid in (0, os.getpid()) else 0
+
+
+class _PassedUnixPort(unix.Port):
+    """A Unix socket systemd passed: closing our copy leaves it listening, and its file where
+    systemd put it."""
+
+    # shutdown() would end the listening for every copy, systemd's included (tcp.Port skips it
+    # for adopted sockets, unix.Port does not)
+    _shouldShutdown = False
+
+    def connectionLost(self, reason: Failure) -> None:
+        # unix.Port would unlink the socket's path (it does for adopted sockets too); the
+        # rest of closing is tcp.Port's
+        tcp.Port.connectionLost(self, reason)  # type: ignore[no-untyped-call]
+
+
+class PassedSocket:
+    """A listening socket systemd passed, as a server endpoint that may listen again.
+
+    Twisted's own systemd: endpoint closes the passed descriptor once it listened; this one
+    keeps it and adopts a duplicate each time (``socket.fromfd`` duplicates), so a reload can
+    close the listener and open it again on the same socket.
+    """
+
+    def __init__(self, reactor: Any, fileno: int, family: int, name: str) -> None:
+        self.reactor = reactor
+        self.fileno = fileno
+        self.family = family
+        self.name = name  # the configuration's endpoint string, for messages
+
+    def check(self) -> None:
+        """ValueError unless the descriptor is a listening stream socket of our family."""
+        try:
+            probe = socket.socket(fileno=os.dup(self.fileno))
+        except OSError as e:
+            raise ValueError(f"{self.name}: the descriptor systemd passed: {e}") from None
+        with probe:
+            listening = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            if probe.type != socket.SOCK_STREAM or not listening:
+                raise ValueError(f"{self.name}: systemd passed no listening stream socket "
+                                 "(ListenStream= in the .socket unit)")
+            if probe.family != self.family:
+                raise ValueError(f"{self.name}: systemd passed an {probe.family.name} socket, "
+                                 f"not {socket.AddressFamily(self.family).name}")
+
+    def listen(self, factory: Factory) -> defer.Deferred[IListeningPort]:
+        try:
+            self.check()
+            fdesc.setNonBlocking(self.fileno)  # type: ignore[no-untyped-call]
+            port: tcp.Port
+            if self.family == socket.AF_UNIX:
+                port = _PassedUnixPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                    self.reactor, self.fileno, factory)
+            else:
+                port = tcp.Port._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                    self.reactor, self.fileno, self.family, factory)
+            port.startListening()
+        except Exception:
+            return defer.fail()
+        return defer.succeed(port)

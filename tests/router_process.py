@@ -114,6 +114,7 @@ class RouterProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self._final_output: str | None = None
+        self._terminated = False  # SIGTERM sent to the current process (once is enough)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -154,6 +155,7 @@ class RouterProcess:
         """Write the config and run the router, without waiting for anything."""
         self._assign_addresses()
         self.config_path.write_text(self.config_text())
+        self._terminated = False
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "serouter", "run", "-c", str(self.config_path)],
@@ -182,7 +184,8 @@ class RouterProcess:
 
     def terminate(self) -> None:
         """Send SIGTERM (the orderly shutdown); ``wait`` collects the exit code."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self._terminated = True
             self.process.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float = STOP_TIMEOUT) -> int:

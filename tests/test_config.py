@@ -197,14 +197,8 @@ NAME_LIST = 'must be a non-empty array of names from "json", "msgpack", "cbor", 
 # (section, key, bad value, the whole message after "serouter.toml: ")
 BAD_VALUES = [
     # [router]
-    (
-        "router",
-        "mode",
-        "nameserver",
-        'router.mode: "nameserver" mode is not supported yet; only "router" is',
-    ),
-    ("router", "mode", "bridge", 'router.mode: must be "router", got "bridge"'),
-    ("router", "mode", "", 'router.mode: must be "router", got ""'),
+    ("router", "mode", "bridge", 'router.mode: must be "router" or "nameserver", got "bridge"'),
+    ("router", "mode", "", 'router.mode: must be "router" or "nameserver", got ""'),
     ("router", "log_level", "loud", f'router.log_level: {LEVELS}"loud"'),
     ("router", "log_level", "INFO", f'router.log_level: {LEVELS}"INFO"'),
     ("router", "log_level", 1, f"router.log_level: {LEVELS}1"),
@@ -296,11 +290,10 @@ def test_message_from_the_brief() -> None:
     )
 
 
-def test_nameserver_mode_not_supported_yet() -> None:
-    """The name-server mode is refused as not supported yet, not as unknown."""
-    assert error_of(data_with("router", "mode", "nameserver")) == (
-        'serouter.toml: router.mode: "nameserver" mode is not supported yet; only "router" is'
-    )
+def test_nameserver_mode_accepted() -> None:
+    """The name-server mode is a mode (its own checks are in tests/test_federation_config.py)."""
+    config = parse_config(data_with("router", "mode", "nameserver"), SOURCE)
+    assert config.router.mode == "nameserver"
 
 
 @pytest.mark.parametrize("name", ["realm1", "com.example.app", "a", "_x.0_9", "wamp"])
@@ -346,7 +339,8 @@ def test_unknown_top_level_key() -> None:
     data["realm"] = [{"name": "x"}]
     assert error_of(data) == (
         f'{SOURCE}: realm: unknown key (did you mean "realms"?); '
-        'allowed keys: "router", "realms", "listeners", "access"'
+        'allowed keys: "router", "realms", "listeners", "access", "nameserver", "federation", '
+        '"argo", "metrics"'
     )
 
 

@@ -49,5 +49,6 @@ def _authenticator(realm: RealmConfig, method: str) -> Authenticator:
     if method == "transport":
         peer = realm.transport
         return PeerCredentials(authid_from=peer.authid, role=peer.role,
-                               uid_roles=peer.uid_roles, gid_roles=peer.gid_roles)
+                               uid_roles=peer.uid_roles, gid_roles=peer.gid_roles,
+                               domain_roles=peer.domain_roles)
     raise ValueError(f"unknown authentication method {method!r}")  # config refuses these

@@ -139,7 +139,7 @@ class Broker:
 
     def subscribe(self, session: Session, msg: Subscribe) -> Deliveries:
         match = msg.options.get("match") or EXACT
-        if match not in MATCH_POLICIES:
+        if type(match) is not str or match not in MATCH_POLICIES:  # a list is unhashable
             return [(session, error_reply(SUBSCRIBE, msg.request, uris.OPTION_NOT_ALLOWED,
                                           f"match policy {match!r} is not supported"))]
         sub = self._subscriptions.get(msg.topic, match)

@@ -167,10 +167,11 @@ class Dealer:
         self, session: Session, msg: Register, match: object, invoke: object
     ) -> Error | None:
         request = msg.request
-        if match not in MATCH_POLICIES:
+        # options are the client's: a list or dict must not reach a set lookup (TypeError)
+        if type(match) is not str or match not in MATCH_POLICIES:
             return error_reply(REGISTER, request, uris.OPTION_NOT_ALLOWED,
                           f"match policy {match!r} is not supported")
-        if invoke not in INVOKE_POLICIES:
+        if type(invoke) is not str or invoke not in INVOKE_POLICIES:
             return error_reply(REGISTER, request, uris.OPTION_NOT_ALLOWED,
                           f"invocation policy {invoke!r} is not supported")
         if len(self._held.get(session.id, ())) >= self.limits.registrations:
@@ -361,7 +362,7 @@ class Dealer:
         if pending is None:
             return []  # the call has ended: nothing left to cancel
         mode = msg.options.get("mode") or "killnowait"
-        if mode not in CANCEL_MODES:
+        if type(mode) is not str or mode not in CANCEL_MODES:  # a list is unhashable
             return [(caller, error_reply(CANCEL, msg.request, uris.INVALID_ARGUMENT,
                                     f"cancel mode {mode!r} is not one of skip|kill|killnowait"))]
         callee = pending.callee

@@ -78,6 +78,9 @@ def session_details(s: Session) -> dict[str, Any]:
     transport: dict[str, Any] = {"type": t.kind, "serializer": t.serializer, "peer": t.peer}
     if t.peer_uid is not None:
         transport.update(peer_uid=t.peer_uid, peer_gid=t.peer_gid, peer_pid=t.peer_pid)
+    if t.peer_domain is not None:
+        transport.update(peer_domain=t.peer_domain, peer_domain_name=t.peer_domain_name,
+                         peer_domain_uuid=t.peer_domain_uuid)
     return {"session": s.id, "authid": s.authid, "authrole": s.authrole,
             "authmethod": s.authmethod, "authprovider": s.authprovider,
             "authextra": s.authextra, "label": s.label, "transport": transport}

@@ -32,7 +32,10 @@ class TransportInfo:
     """What the transport knows about the peer: used for logs, the meta API and, later, labels.
 
     Only fields the kernel (or hypervisor) vouches for may ever feed an access decision:
-    ``peer_uid``/``peer_gid``/``peer_pid`` come from SO_PEERCRED, never from the client.
+    ``peer_uid``/``peer_gid``/``peer_pid`` come from SO_PEERCRED, never from the client;
+    ``peer_domain`` is the Argo peer's domain id, stamped by Xen, and ``peer_domain_name`` /
+    ``peer_domain_uuid`` what dom0's XenStore says of that domain (set only where no other
+    domain could have written them).
     """
 
     kind: str  # "websocket" | "rawsocket"
@@ -48,4 +51,7 @@ class TransportInfo:
     # the CA) only on listeners configured with tls_ca, so a certificate here was verified
     peer_certificate: bytes | None = None
     listener_label: str | None = None  # the listener's configured default label
+    peer_domain: int | None = None  # Argo
+    peer_domain_name: str | None = None
+    peer_domain_uuid: str | None = None
     extra: dict[str, str] = field(default_factory=dict)

@@ -203,7 +203,9 @@ class Realm:
         request_type, request = msg.TYPE, msg.request
         match = msg.options.get("match")
         if match and match != EXACT:
-            if match in MATCH_POLICIES and not uris.is_valid_pattern(uri, match):
+            # options are the client's: a list or dict here must not reach a set lookup
+            known = type(match) is str and match in MATCH_POLICIES
+            if known and not uris.is_valid_pattern(uri, match):
                 return error_reply(request_type, request, uris.INVALID_URI,
                                    f"invalid {match} pattern {uri!r}")
         elif uri not in self._valid_uris:

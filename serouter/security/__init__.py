@@ -71,6 +71,7 @@ def _labels(config: AccessConfig, listeners: Sequence[ListenerConfig]) -> list[t
     labels += [(f'access.uid_labels."{k}"', v) for k, v in config.uid_labels.items()]
     labels += [(f'access.authid_labels."{k}"', v) for k, v in config.authid_labels.items()]
     labels += [(f'access.authrole_labels."{k}"', v) for k, v in config.authrole_labels.items()]
+    labels += [(f'access.domain_labels."{k}"', v) for k, v in config.domain_labels.items()]
     return labels
 
 
@@ -96,6 +97,7 @@ def build_security(
             uid_labels=config.uid_labels,
             authid_labels=config.authid_labels,
             authrole_labels=config.authrole_labels,
+            domain_labels=config.domain_labels,
         )
 
     if config.backend == "allow-all":

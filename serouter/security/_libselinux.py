@@ -15,9 +15,31 @@ import ctypes
 from ctypes import POINTER, byref, c_char_p, c_int, c_uint16, c_uint32
 from typing import Protocol
 
+from twisted.logger import Logger
+
 from serouter.security._errors import SecurityError
 
+log = Logger(namespace="serouter.security")
+
 SELINUX_AVD_FLAGS_PERMISSIVE = 0x0001
+SELINUX_CB_LOG = 0
+# message types of libselinux's log callback (selinux.h) that the object manager logs itself
+SELINUX_POLICYLOAD, SELINUX_SETENFORCE = 4, 5
+# int (*func_log)(int type, const char *fmt, ...): ctypes cannot receive the variadic part, but
+# the fixed arguments arrive as in a plain call on the ABIs Linux runs on.
+_LogCallback = ctypes.CFUNCTYPE(c_int, c_int, c_char_p)
+
+
+def _libselinux_log(kind: int, fmt: bytes | None) -> int:
+    """libselinux's messages, into the router log rather than onto stderr with no newline
+    (where they ran into the next log line). Policy loads and enforcing changes are dropped:
+    the object manager logs them with what they changed. Others keep their format string."""
+    if kind not in (SELINUX_POLICYLOAD, SELINUX_SETENFORCE):
+        log.warn("libselinux: {message}", message=(fmt or b"").decode(errors="replace").strip())
+    return 0
+
+
+_LOG_CALLBACK = _LogCallback(_libselinux_log)  # for the process's life: libselinux keeps it
 
 
 class KernelApi(Protocol):
@@ -80,6 +102,8 @@ class LibSelinux:
             c_char_p, c_char_p, c_uint16, c_uint32, POINTER(_AvDecision),
         ]
         lib.selinux_status_open.argtypes = [c_int]
+        lib.selinux_set_callback.argtypes = [c_int, _LogCallback]
+        lib.selinux_set_callback.restype = None
         self._lib = lib
         self._avd = _AvDecision()
 
@@ -93,6 +117,9 @@ class LibSelinux:
         return self._lib is not None and self.lib.is_selinux_enabled() == 1
 
     def status_open(self) -> None:
+        # selinux_status_updated() reports each policy load and mode change through the log
+        # callback, by default on stderr
+        self.lib.selinux_set_callback(SELINUX_CB_LOG, _LOG_CALLBACK)
         # fallback=1: use the netlink socket when the status page cannot be mapped
         if self.lib.selinux_status_open(1) < 0:
             errno = ctypes.get_errno()

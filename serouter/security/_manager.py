@@ -35,6 +35,8 @@ PERMISSIONS: dict[Action, tuple[str, str]] = {
     Action.CALL: ("wamp_uri", "call"),
     Action.SUBSCRIBE: ("wamp_uri", "subscribe"),
     Action.PUBLISH: ("wamp_uri", "publish"),
+    Action.ANNOUNCE: ("wamp_uri", "announce"),  # the name server (federation)
+    Action.LOOKUP: ("wamp_uri", "lookup"),
 }
 # An entry per action: (class value, permission bit, is a realm action, class, permission).
 # A class value of 0 means the policy lacks the class or the permission: such decisions are

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from serouter.core import uris
-from serouter.core.messages import Outgoing, ProtocolViolation, parse
+from serouter.core.messages import CALL, RESULT, Outgoing, ProtocolViolation, parse
 from serouter.core.peer import TransportInfo
 from serouter.serializers import Serializer
 from serouter.transport._flow import REFUSED_URI, ListenerLimits, Outflow, Verdict
@@ -26,10 +27,27 @@ from serouter.transport._flow import REFUSED_URI, ListenerLimits, Outflow, Verdi
 if TYPE_CHECKING:
     from serouter.core.router import Router
     from serouter.core.session import Session
+    from serouter.observability import Counters
 
 log = Logger(namespace="serouter.transport")
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+# Metrics (serouter.observability): messages are counted in lists indexed by their type code
+# (one byte in WAMP), and one CALL in CALL_SAMPLE is timed until its RESULT: those whose
+# request id is a multiple of it (clients count request ids up), so no state decides.
+MESSAGE_CODES = 256
+CALL_SAMPLE = 16
+_SAMPLE_MASK = CALL_SAMPLE - 1
+_TIMED_MOST = 64  # sampled calls awaiting their RESULT; more means ERRORs: start over
+# TCP keepalive on every TCP connection: a peer whose host vanished without a FIN (half-open)
+# is found by the kernel after about 60 + 3 x 10 s even where the WAMP-level keepalive is off
+# (RawSocket's default). Probes are answered by the peer's kernel, so a stalled application
+# is the WAMP keepalive's or the idle timeout's business, not this one's.
+_TCP_KEEPALIVE = ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+                  (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60),
+                  (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10),
+                  (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3))
 
 
 class WriteBatcher:
@@ -75,8 +93,13 @@ class WampServerFactory(ServerFactory):
         label: str | None = None,
         read_peer_context: bool = False,
         limits: ListenerLimits | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.limits = limits or ListenerLimits()
+        # metrics (serouter.observability): messages by type code, in plain lists of ints
+        self.counters = counters
+        self.received = counters.received if counters is not None else [0] * MESSAGE_CODES
+        self.sent = counters.sent if counters is not None else [0] * MESSAGE_CODES
         self.connections = 0
         # read_peer_context: read SO_PEERSEC from Unix peers; set only when SELinux is enabled
         # (on an AppArmor host the same option returns an AppArmor label).
@@ -115,6 +138,8 @@ class WampProtocol(Protocol):
 
     def connectionMade(self) -> None:
         factory = self.factory
+        self._rx, self._tx = factory.received, factory.sent
+        self._timed: dict[int, float] = {}  # request -> when, of the CALLs sampled for latency
         if factory.connections >= factory.limits.max_connections:
             log.info("refused {peer}: the listener has its maximum of {n} connections",
                      peer=self._peer_string(), n=factory.limits.max_connections)
@@ -129,6 +154,8 @@ class WampProtocol(Protocol):
         handle = getattr(self.transport, "getHandle", lambda: None)()
         if isinstance(handle, socket.socket) and handle.family in (socket.AF_INET, socket.AF_INET6):
             handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for level, option, value in _TCP_KEEPALIVE:
+                handle.setsockopt(level, option, value)
         self._timer = self.factory.clock.callLater(
             self.factory.handshake_timeout, self._handshake_timed_out
         )
@@ -203,6 +230,10 @@ class WampProtocol(Protocol):
         except Exception as e:  # each codec has its own errors: all mean a malformed payload
             session.protocol_violation(f"invalid {self.transport_serializer} payload: {e}")
             return
+        code = msg.TYPE
+        self._rx[code] += 1
+        if code == CALL and not msg.request & _SAMPLE_MASK:  # type: ignore[union-attr]
+            self._time_call(msg.request)  # type: ignore[union-attr]
         try:
             session.receive(msg)
         except Exception:
@@ -242,8 +273,26 @@ class WampProtocol(Protocol):
             verdict = self.outflow.judge(message, len(data))
             if verdict is not Verdict.SEND:
                 return self._over_limit(message, verdict)
+        code = message.TYPE
+        self._tx[code] += 1
+        if code == RESULT and not message.request & _SAMPLE_MASK:  # type: ignore[union-attr]
+            self._result_sent(message.request)  # type: ignore[union-attr]
         self.send_payload(data)
         return None
+
+    def _time_call(self, request: int) -> None:
+        """A sampled CALL arrived: its RESULT will tell how long the router took."""
+        if self.factory.counters is not None:
+            if len(self._timed) >= _TIMED_MOST:
+                self._timed.clear()
+            self._timed[request] = perf_counter()
+
+    def _result_sent(self, request: int) -> None:
+        """The RESULT of a sampled CALL: how long the router took, if it was timed."""
+        started = self._timed.pop(request, None)
+        if started is not None:
+            assert self.factory.counters is not None  # only counted calls are timed
+            self.factory.counters.observe_call(perf_counter() - started)
 
     def _over_limit(self, message: Outgoing, verdict: Verdict) -> str | None:
         """The peer is not reading and its queue is full: the listener's policy."""
@@ -254,13 +303,32 @@ class WampProtocol(Protocol):
             return None
         if verdict is Verdict.REFUSE:
             return REFUSED_URI
+        self._does_not_read(type(message).__name__)
+        return None
+
+    def write_reply(self, data: bytes) -> None:
+        """Write what the codec owes the peer (pongs, close frames, handshake replies).
+
+        These bypass ``send``, so while the peer does not read they count against
+        ``max_queued_bytes`` here: a peer that pings without reading is closed rather than
+        answered with pongs without bound.
+        """
+        if self._closing:
+            return  # nobody waits for a pong from a connection we are dropping
+        outflow = self.outflow
+        if outflow.paused:
+            if outflow.queued + len(data) > outflow.limits.max_queued_bytes:
+                self._does_not_read("pong")
+                return
+            outflow.queued += len(data)
+        self.write(data)
+
+    def _does_not_read(self, kind: str) -> None:
         log.warn("closing {peer}: it does not read ({kind} over {limit} queued bytes)",
-                 peer=self._peer_string(), kind=type(message).__name__,
-                 limit=self.factory.limits.max_queued_bytes)
+                 peer=self._peer_string(), kind=kind, limit=self.factory.limits.max_queued_bytes)
         self._closing = True
         self._unregister()
         self.transport.abortConnection()  # type: ignore[union-attr]
-        return None
 
     # -- IPushProducer: the transport tells us when the peer stops and resumes reading ----
 
@@ -390,6 +458,8 @@ class WampProtocol(Protocol):
             if self.factory.read_peer_context:
                 context = _peer_context(handle)
         secure = ISSLTransport.providedBy(self.transport)
+        # Argo (serouter.argo): the domain id Xen stamped, named by dom0's XenStore
+        domain = getattr(self.transport, "peer_domain", None)
         return TransportInfo(
             kind=kind,
             serializer=self.serializer.name,
@@ -402,6 +472,9 @@ class WampProtocol(Protocol):
             peer_context=context,
             peer_certificate=_peer_certificate(self.transport) if secure else None,
             listener_label=self.factory.label,
+            peer_domain=None if domain is None else domain.domid,
+            peer_domain_name=None if domain is None else domain.name,
+            peer_domain_uuid=None if domain is None else domain.uuid,
             extra=extra,
         )
 

@@ -52,8 +52,11 @@ class Outflow:
         self.dropped = 0  # events dropped in this episode
 
     def pause(self) -> None:
-        self.paused = True
-        self.queued = 0
+        # Twisted calls pauseProducing at every write while its buffer is over the mark, not
+        # once: counting from zero again each time would let the queue grow without bound.
+        if not self.paused:
+            self.paused = True
+            self.queued = 0
 
     def resume(self) -> int:
         """The peer caught up; returns how many events were dropped meanwhile."""

@@ -42,7 +42,7 @@ class RawSocketProtocol(WampProtocol):
     def _flush(self) -> None:
         out = self.codec.data_to_send()
         if out:
-            self.write(out)
+            self.write_reply(out)
 
     def send_payload(self, data: bytes) -> None:
         self.write(RawSocketServerCodec.frame(data))

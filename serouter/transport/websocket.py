@@ -63,7 +63,7 @@ class WebSocketProtocol(WampProtocol):
     def _flush(self) -> None:
         out = self.codec.data_to_send()
         if out:
-            self.write(out)
+            self.write_reply(out)
 
     def send_payload(self, data: bytes) -> None:
         assert self.serializer is not None

@@ -1,0 +1,416 @@
+"""``python -m bench.federation``: what federation costs, measured on processes.
+
+Starts a name server and two routers, A and B (static discovery, loopback, msgpack), the three
+pinned to CPU 0 and the generator to CPU 1, then measures:
+
+- ``local-latency`` / ``remote-latency``: one caller on A, exactly one call outstanding, the
+  callee on A (local) or on B (remote: A's proxy forwards to B). Target: remote p50 <= 2x local.
+- ``local-rpc`` / ``remote-rpc``: 4 callers x 64 outstanding calls: router CPU per call, A's
+  and B's apart (a remote call costs both routers).
+- ``ns-lookup``: 200 simulated routers joined to the name server (each subscribed to its
+  notices) announce 100 URIs each (20,000: exact and prefix procedures, topics); then one more
+  router looks up random URIs (hits, prefix matches, misses) with one lookup outstanding.
+  Target: p99 < 1 ms. A lookup is the full WAMP round trip a proxy makes.
+
+Prints a table and writes JSON to bench/results/federation-<timestamp>.json. The load
+generator is bench.loadgen's (see bench/README.md for what the columns mean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import (
+    CALL,
+    RESULT,
+    Callee,
+    Caller,
+    Run,
+    Scenario,
+    percentile,
+)
+from bench.peer import Peer, Target, connect
+from bench.procstat import machine_busy_seconds, own_cpu_seconds, process_cpu_seconds
+from bench.router import free_port, pin, pin_threads, wait_listening
+from bench.wire import BenchError, Codec, get_codec
+
+ERROR = 8
+HOST = "127.0.0.1"
+REALM = "realm1"
+SETUP = 10.0
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROUTER = """\
+[router]
+mode = "{mode}"
+log_level = "warn"
+[access]
+backend = "allow-all"
+[[realms]]
+name = "{realm}"
+[[listeners]]
+transport = "rawsocket"
+endpoint = "tcp:{port}:interface={host}"
+serializers = ["msgpack", "json", "cbor"]
+max_message_size = 16777216
+"""
+FEDERATION = """\
+[federation]
+discovery = "static"
+nameserver = "tcp:{host}:{ns_port}"
+advertise = "tcp:{host}:{port}"
+"""
+
+
+@dataclass
+class Process:
+    """One serouter process of the benchmark."""
+
+    name: str
+    port: int
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def cpu(self) -> float:
+        return process_cpu_seconds(self.popen.pid)
+
+    def target(self) -> Target:
+        return Target(HOST, self.port, None, "/ws", REALM)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@dataclass
+class Federation:
+    directory: Path
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def start(self, name: str, mode: str, ns_port: int | None = None, cpu: int | None = 0
+              ) -> Process:
+        port = free_port(HOST)
+        text = ROUTER.format(mode=mode, realm=REALM, port=port, host=HOST)
+        if ns_port is not None:
+            text += FEDERATION.format(host=HOST, ns_port=ns_port, port=port)
+        config = self.directory / f"{name}.toml"
+        config.write_text(text)
+        log = self.directory / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "serouter", "run", "-c", str(config)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        process = self.processes[name] = Process(name, port, popen, log)
+        pin_threads(popen.pid, cpu)
+        wait_listening(HOST, [port], 30.0, None)
+        pin_threads(popen.pid, cpu)
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+    def log_problems(self) -> list[str]:
+        words = ("traceback", "error", "unhandled", "critical")
+        return [f"{p.name}: {line}" for p in self.processes.values()
+                for line in p.log.read_text(errors="replace").splitlines()
+                if any(w in line.lower() for w in words)]
+
+
+def call(peer: Peer, procedure: str, args: list[Any], timeout: float = SETUP) -> list[Any]:
+    """A blocking CALL; the RESULT or ERROR."""
+    request = peer.request_id()
+    peer.send_now([CALL, request, {}, procedure, args])
+    while True:
+        message = peer.receive(timeout, f"the answer to {procedure}")
+        if message[0] in (RESULT, ERROR):
+            return message  # type: ignore[no-any-return]
+
+
+def session(target: Target, codec: Codec, name: str) -> Peer:
+    peer = connect(target, "rawsocket", codec, name, SETUP)
+    peer.join(REALM, SETUP)
+    return peer
+
+
+# -- remote vs local calls ---------------------------------------------------------------------
+
+
+class SplitRun(Run):
+    """A bench.loadgen run whose callee joins another router than its callers."""
+
+    def __init__(self, scenario: Scenario, callers: Target, callee: Target, codec: Codec,
+                 nameserver: Target) -> None:
+        super().__init__(scenario, callers, codec)
+        self._callee_target, self._nameserver = callee, nameserver
+
+    def setup(self) -> None:
+        sc = self.scenario
+        callee = connect(self._callee_target, "rawsocket", self._codec, "callee", SETUP)
+        self.peers.append(callee)
+        callee.join(REALM, SETUP)
+        self.callee = Callee(callee)
+        self.callee.setup()
+        if self._callee_target != self._target:
+            self._wait_announced(f"tcp:{HOST}:{self._callee_target.rawsocket_port}")
+        self.callers = [Caller(self._peer(f"caller{i}"), self.stats, sc.window)
+                        for i in range(sc.sessions)]
+        self._attach_all()
+
+    def _wait_announced(self, endpoint: str) -> None:
+        """Until the name server names the callee's router for the procedure."""
+        probe = session(self._nameserver, self._codec, "probe")
+        deadline = time.monotonic() + SETUP
+        try:
+            while endpoint not in [p["endpoint"] for p in call(
+                    probe, "serouter.ns.lookup", ["procedure", "bench.echo", {}])[3][0]]:
+                if time.monotonic() > deadline:
+                    raise BenchError("router B's registration never reached the name server")
+                time.sleep(0.05)
+        finally:
+            probe.close()
+
+
+def measure_calls(sc: Scenario, callers: Process, callee: Process, nameserver: Process, *,
+                  codec: Codec, warmup: float, duration: float) -> dict[str, Any]:
+    run = SplitRun(sc, callers.target(), callee.target(), codec, nameserver.target())
+    gc.collect()
+    gc.disable()
+    try:
+        run.setup()
+        run.start()
+        run.loop(warmup, 5.0)
+        start = (time.perf_counter(), run.stats.ops, callers.cpu(), callee.cpu(),
+                 own_cpu_seconds(), machine_busy_seconds())
+        run.stats.recording = True
+        run.loop(duration, 5.0)
+        run.stats.recording = False
+        end = (time.perf_counter(), run.stats.ops, callers.cpu(), callee.cpu(),
+               own_cpu_seconds(), machine_busy_seconds())
+        run.stop(drain_timeout=5.0)
+    finally:
+        gc.enable()
+        run.close()
+    seconds, ops = end[0] - start[0], max(end[1] - start[1], 1)
+    a_cpu, b_cpu = end[2] - start[2], end[3] - start[3]
+    remote = callers is not callee
+    latencies = sorted(run.stats.latencies)
+    other = (end[5] - start[5]) - (end[4] - start[4]) - a_cpu - (b_cpu if remote else 0.0)
+    return {
+        "ops_per_s": ops / seconds,
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "a_us_per_op": a_cpu / ops * 1e6,
+        "b_us_per_op": b_cpu / ops * 1e6 if remote else None,
+        "routers_us_per_op": (a_cpu + (b_cpu if remote else 0.0)) / ops * 1e6,
+        "other_cpu_pct": max(other, 0.0) / seconds * 100,
+        "warnings": run.warnings,
+    }
+
+
+# -- name-server lookups -------------------------------------------------------------------------
+
+
+def announce_many(nameserver: Process, codec: Codec, routers: int, per_router: int
+                  ) -> tuple[list[Peer], list[str], list[str]]:
+    """``routers`` sessions, each announcing ``per_router`` URIs; (sessions, exact URIs,
+    URIs only a prefix entry covers)."""
+    sessions: list[Peer] = []
+    exact: list[str] = []
+    covered: list[str] = []
+    for r in range(routers):
+        peer = session(nameserver.target(), codec, f"router{r}")
+        peer.send_now([32, peer.request_id(), {}, "serouter.ns.on_watched"])
+        peer.expect(33, SETUP, "SUBSCRIBED")
+        entries: list[list[Any]] = []
+        for i in range(per_router):
+            base = f"com.vm{r}.svc{i // 10}.op{i}"
+            if i % 20 == 0:
+                entries.append(["procedure", f"com.vm{r}.prefix{i}.", "prefix", "single"])
+                covered.append(f"com.vm{r}.prefix{i}.anything")
+            elif i % 20 == 1:
+                entries.append(["topic", f"com.vm{r}.topic{i}"])
+            else:
+                entries.append(["procedure", base, "exact", "single"])
+                exact.append(base)
+        answer = call(peer, "serouter.ns.announce", [f"tcp:{HOST}:{20000 + r}", entries])
+        if answer[0] != RESULT or any(answer[3][0]):
+            raise BenchError(f"announce refused: {answer!r:.300}")
+        sessions.append(peer)
+    return sessions, exact, covered
+
+
+def measure_lookups(nameserver: Process, codec: Codec, routers: int, per_router: int,
+                    lookups: int) -> dict[str, Any]:
+    sessions, exact, covered = announce_many(nameserver, codec, routers, per_router)
+    asker = session(nameserver.target(), codec, "asker")
+    rng = random.Random(1)
+    kinds = ([("hit", u) for u in rng.choices(exact, k=lookups * 8 // 10)]
+             + [("prefix", u) for u in rng.choices(covered, k=lookups // 10)]
+             + [("miss", f"com.nowhere.op{i}") for i in range(lookups // 10)])
+    rng.shuffle(kinds)
+    for _kind, uri in kinds[:500]:  # warm-up
+        call(asker, "serouter.ns.lookup", ["procedure", uri, {"watch": True}])
+    gc.collect()
+    gc.disable()
+    latencies: list[float] = []
+    cpu0, t0 = nameserver.cpu(), time.perf_counter()
+    try:
+        for kind, uri in kinds:
+            sent = time.perf_counter()
+            answer = call(asker, "serouter.ns.lookup", ["procedure", uri, {"watch": True}])
+            latencies.append(time.perf_counter() - sent)
+            if answer[0] != RESULT or bool(answer[3][0]) != (kind != "miss"):
+                raise BenchError(f"lookup of {uri} ({kind}): {answer!r:.300}")
+    finally:
+        gc.enable()
+    seconds, cpu = time.perf_counter() - t0, nameserver.cpu() - cpu0
+    for peer in [*sessions, asker]:
+        peer.close()
+    latencies.sort()
+    return {
+        "routers": routers, "uris": routers * per_router, "lookups": len(latencies),
+        "ops_per_s": len(latencies) / seconds,
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "max_ms": latencies[-1] * 1e3,
+        "ns_us_per_op": cpu / len(latencies) * 1e6,
+    }
+
+
+# -- the whole thing ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.federation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds before each window")
+    p.add_argument("--duration", type=float, default=5.0, help="measurement window, s")
+    p.add_argument("--routers", type=int, default=200, help="routers at the name server")
+    p.add_argument("--per-router", type=int, default=100, help="URIs each announces")
+    p.add_argument("--lookups", type=int, default=10_000, help="lookups measured")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each call scenario (interleaved); medians reported")
+    p.add_argument("--nice", type=int, help="run everything at this nice value (root: < 0)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["calls", "lookups"])
+    p.add_argument("--no-save", action="store_true")
+    return p.parse_args(argv)
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def report(results: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'scenario':18} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'A µs/op':>8} "
+             f"{'B µs/op':>8} {'sum µs/op':>9} {'other%':>7}"]
+    for name, r in results.items():
+        if name == "ns-lookup":
+            continue
+        lines.append(
+            f"{name:18} {r['ops_per_s']:9,.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
+            f"{r['a_us_per_op']:8.1f} {fmt(r['b_us_per_op'], '{:8.1f}'):>8} "
+            f"{r['routers_us_per_op']:9.1f} {r['other_cpu_pct']:7.0f}")
+    local, remote = results.get("local-latency"), results.get("remote-latency")
+    if local and remote:
+        ratio = remote["p50_ms"] / local["p50_ms"]
+        lines.append(f"\nremote/local p50 latency: {ratio:.2f}x (target <= 2x: "
+                     f"{'ok' if ratio <= 2 else 'MISS'})")
+    lookup = results.get("ns-lookup")
+    if lookup:
+        lines.append(
+            f"\nns-lookup: {lookup['routers']} routers, {lookup['uris']:,} URIs, "
+            f"{lookup['lookups']:,} lookups: {lookup['ops_per_s']:,.0f}/s, "
+            f"p50 {lookup['p50_ms']:.3f} ms, p99 {lookup['p99_ms']:.3f} ms, "
+            f"max {lookup['max_ms']:.3f} ms, name server {lookup['ns_us_per_op']:.1f} µs/lookup"
+            f" (target p99 < 1 ms: {'ok' if lookup['p99_ms'] < 1 else 'MISS'})")
+    return "\n".join(lines)
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the runs (warnings: all of them)."""
+    out: dict[str, Any] = {"runs": len(runs), "warnings": [w for r in runs for w in r["warnings"]]}
+    for key, value in runs[0].items():
+        if isinstance(value, float):
+            out[key] = statistics.median(r[key] for r in runs)
+        elif value is None:
+            out[key] = None
+    return out
+
+
+def measure_all_calls(a: Process, b: Process, ns: Process, codec: Codec,
+                      args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each call scenario ``--repeat`` times, local and remote interleaved (so that noise from
+    other programs hits both alike); the medians."""
+    scenarios = [
+        ("local-latency", Scenario("latency", "rpc", "rawsocket", 1, 1, ""), a),
+        ("remote-latency", Scenario("latency", "rpc", "rawsocket", 1, 1, ""), b),
+        ("local-rpc", Scenario("rpc", "rpc", "rawsocket", 4, 64, ""), a),
+        ("remote-rpc", Scenario("rpc", "rpc", "rawsocket", 4, 64, ""), b),
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _sc, _callee in scenarios}
+    for i in range(args.repeat):
+        for name, sc, callee in scenarios:
+            run = measure_calls(sc, a, callee, ns, codec=codec, warmup=args.warmup,
+                                duration=args.duration)
+            runs[name].append(run)
+            print(f"{name} {i + 1}/{args.repeat}: p50 {run['p50_ms']:.3f} ms, "
+                  f"routers {run['routers_us_per_op']:.1f} µs/op, "
+                  f"other {run['other_cpu_pct']:.0f}%", file=sys.stderr, flush=True)
+    return {name: medians(found) for name, found in runs.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    codec = get_codec("msgpack")
+    pin(0, 1)
+    if args.nice is not None:  # before the routers start: they inherit it
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="serouter-fedbench-") as tmp:
+        fed = Federation(Path(tmp))
+        try:
+            ns = fed.start("nameserver", "nameserver")
+            if "calls" not in args.skip:
+                a = fed.start("a", "router", ns.port)
+                b = fed.start("b", "router", ns.port)
+                results.update(measure_all_calls(a, b, ns, codec, args))
+            if "lookups" not in args.skip:
+                results["ns-lookup"] = measure_lookups(ns, codec, args.routers, args.per_router,
+                                                       args.lookups)
+            problems = fed.log_problems()
+        finally:
+            fed.stop()
+    print(report(results))
+    if problems:
+        print("\nrouter logs:\n" + "\n".join(problems[:20]))
+    if not args.no_save:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        path = RESULTS_DIR / time.strftime("federation-%Y%m%dT%H%M%S.json")
+        path.write_text(json.dumps({"settings": vars(args), "results": results,
+                                    "command": shlex.join(sys.argv), "cpus": os.cpu_count()},
+                                   indent=2) + "\n")
+        print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
