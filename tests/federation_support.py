@@ -22,7 +22,7 @@ from typing import Any
 from tests.router_process import ROOT, Listener, RouterProcess, free_port
 from tests.xenstore_server._process import XenstoredProcess
 
-START_TIMEOUT = 15.0
+START_TIMEOUT = 30.0  # a generous bound: a loaded 2-core machine imports slowly
 NAMESERVER_PATH = "/serouter/nameserver"
 UUIDS = {
     1: "6c4a8f5e-3b1d-4d8e-9a7b-2f1e0c9d8b7a",

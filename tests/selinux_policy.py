@@ -368,7 +368,7 @@ class RouterProcess:
                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
 
-    def start(self, timeout: float = 15.0) -> RouterProcess:
+    def start(self, timeout: float = 30.0) -> RouterProcess:
         self.spawn()
         deadline = time.monotonic() + timeout
         pending = list(self.listeners)
