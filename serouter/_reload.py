@@ -158,25 +158,24 @@ class Reloader:
         daemon.notifier.reloading()
         source = daemon.config.source
         log.debug("reload: reading {source}", source=source)
+        applied = False
         try:
             plan = plan_reload(daemon.config, _load(source))
             self._reload_policy()
             self._check_labels(plan)
             yield self._apply(plan)
         except ReloadRefused as e:
-            daemon.counters.reloads["refused"] += 1
             log.error("reload refused, the running configuration stays: {reason}",
                       reason=str(e))
-            return False
         except Exception:
-            daemon.counters.reloads["refused"] += 1
             log.failure("reload failed; the running configuration stays")
-            return False
-        finally:
-            daemon.notifier.ready(status_line(daemon))
-        daemon.counters.reloads["applied"] += 1
-        log.info("reloaded {source}: {summary}", source=source, summary=plan.summary())
-        return True
+        else:
+            applied = True
+            log.info("reloaded {source}: {summary}", source=source, summary=plan.summary())
+        # the outcome is logged before systemd (and whoever waits on it) hears READY=1
+        daemon.counters.reloads["applied" if applied else "refused"] += 1
+        daemon.notifier.ready(status_line(daemon))
+        return applied
 
     def _reload_policy(self) -> None:
         security = self.daemon.security

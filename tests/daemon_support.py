@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.router_process import ROOT, Listener
 
-STEP = 10.0  # seconds any single wait may take
+STEP = 30.0  # seconds any single wait may take (a loaded 2-core machine imports slowly)
 
 _AS_SYSTEMD = r"""
 import fcntl, os, sys

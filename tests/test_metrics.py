@@ -101,7 +101,7 @@ def frame(message: list[Any]) -> bytes:
 
 def test_transport_counts_messages_and_times_sampled_calls() -> None:
     """Through a real RawSocket protocol: every message in and out is counted by type, and
-    one CALL in SAMPLE_EVERY (request ids 16, 32, ...) is timed until its RESULT."""
+    one CALL in SAMPLE_EVERY (request ids 64, 128, ...) is timed until its RESULT."""
     config = parse_config({"realms": [{"name": "realm1"}], "listeners": [
         {"transport": "rawsocket", "endpoint": "tcp:0", "serializers": ["msgpack"]}]}, "t")
     clock = Clock()
@@ -118,18 +118,18 @@ def test_transport_counts_messages_and_times_sampled_calls() -> None:
 
     (callee, _), (caller, _) = connect(), connect()
     callee.dataReceived(frame([64, 1, {}, "com.example.f"]))
-    for request in range(1, 33):
+    for request in range(1, 129):
         caller.dataReceived(frame([48, request, {}, "com.example.f", []]))
         callee.dataReceived(frame([70, request, {}, [request]]))
     received = {message_name(c): n for c, n in enumerate(daemon.counters.received) if n}
     sent = {message_name(c): n for c, n in enumerate(daemon.counters.sent) if n}
-    assert received == {"HELLO": 2, "REGISTER": 1, "CALL": 32, "YIELD": 32}
-    assert sent == {"WELCOME": 2, "REGISTERED": 1, "INVOCATION": 32, "RESULT": 32}
-    assert sum(daemon.counters.latency) == 2  # requests 16 and 32
+    assert received == {"HELLO": 2, "REGISTER": 1, "CALL": 128, "YIELD": 128}
+    assert sent == {"WELCOME": 2, "REGISTERED": 1, "INVOCATION": 128, "RESULT": 128}
+    assert sum(daemon.counters.latency) == 2  # requests 64 and 128
     text = generate_latest(metrics_registry(daemon)).decode()
     found = samples(text)
     assert value(found, "serouter_sessions", realm="realm1") == 2
-    assert value(found, "serouter_messages_received_total", type="CALL") == 32
+    assert value(found, "serouter_messages_received_total", type="CALL") == 128
     assert value(found, "serouter_call_latency_seconds_count") == 2
     assert status_line(daemon) == "2 sessions in 1 realms, 0 listeners"
 
@@ -156,7 +156,7 @@ def test_metrics_endpoint_serves_what_operators_expect(tmp_path: Path) -> None:
         listener = tcp_listener(port)
         callee, caller = RawWampClient.connect(listener), RawWampClient.connect(listener)
         callee.register("com.example.m")
-        for _ in range(16):  # caller's request ids 1..16: the 16th is timed
+        for _ in range(64):  # caller's request ids 1..64: the 64th is timed
             echo_roundtrip(caller, callee, "com.example.m")
         other = RawWampClient.connect(listener, realm="realm2")
         assert other.session_id
@@ -167,8 +167,8 @@ def test_metrics_endpoint_serves_what_operators_expect(tmp_path: Path) -> None:
         assert value(found, "serouter_sessions", realm="realm2") == 1
         assert value(found, "serouter_connections",
                      listener=f"tcp:{port}:interface=127.0.0.1") == 3
-        assert value(found, "serouter_messages_received_total", type="CALL") == 16
-        assert value(found, "serouter_messages_sent_total", type="RESULT") == 16
+        assert value(found, "serouter_messages_received_total", type="CALL") == 64
+        assert value(found, "serouter_messages_sent_total", type="RESULT") == 64
         assert value(found, "serouter_messages_received_total", type="HELLO") == 3
         assert value(found, "serouter_access_denials_total", **{"class": "wamp_uri",
                                                                 "perm": "call"}) == 0

@@ -37,7 +37,7 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # (one byte in WAMP), and one CALL in CALL_SAMPLE is timed until its RESULT: those whose
 # request id is a multiple of it (clients count request ids up), so no state decides.
 MESSAGE_CODES = 256
-CALL_SAMPLE = 16
+CALL_SAMPLE = 64
 _SAMPLE_MASK = CALL_SAMPLE - 1
 _TIMED_MOST = 64  # sampled calls awaiting their RESULT; more means ERRORs: start over
 # TCP keepalive on every TCP connection: a peer whose host vanished without a FIN (half-open)
@@ -223,14 +223,15 @@ class WampProtocol(Protocol):
             return
         self._active = True
         try:
-            msg = parse(self._decode(payload))
+            raw = self._decode(payload)
+            msg = parse(raw)
         except ProtocolViolation as e:
             session.protocol_violation(str(e))
             return
         except Exception as e:  # each codec has its own errors: all mean a malformed payload
             session.protocol_violation(f"invalid {self.transport_serializer} payload: {e}")
             return
-        code = msg.TYPE
+        code = raw[0]  # parse took it: an int, the message's TYPE (cheaper to read here)
         self._rx[code] += 1
         if code == CALL and not msg.request & _SAMPLE_MASK:  # type: ignore[union-attr]
             self._time_call(msg.request)  # type: ignore[union-attr]
