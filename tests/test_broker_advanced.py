@@ -169,3 +169,19 @@ def test_meta_publication_reaches_everyone() -> None:
     broker = router.realms["realm1"].broker
     out = broker.publish_meta("wamp.session.on_join", [{"session": 1}])
     assert {s.id for s, _ in out} == {s.id for s, _ in subs}
+
+
+def test_publish_listeners_hear_accepted_publications_only() -> None:
+    """Every accepted PUBLISH (with or without options) is told to the publish listeners, as
+    (publisher, topic); a refused one is not; the router's own meta events are not."""
+    router = make_router()
+    heard: list[tuple[int, str]] = []
+    router.realms["realm1"].broker.publish_listeners.append(
+        lambda session, topic: heard.append((session.id, topic)))
+    publisher, ppeer = connect(router)
+    send(publisher, 16, 1, {}, "plain")
+    send(publisher, 16, 2, {"acknowledge": True, "exclude": [1, 2]}, "with.options")
+    send(publisher, 16, 3, {"acknowledge": True, "exclude": "bad"}, "refused")
+    connect(router)  # its join is published to wamp.session.on_join (a meta event)
+    assert heard == [(publisher.id, "plain"), (publisher.id, "with.options")]
+    assert ppeer.wire()[1][4] == "wamp.error.invalid_argument"

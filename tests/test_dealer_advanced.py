@@ -382,6 +382,44 @@ def test_fallback_callee_gets_calls_nobody_else_matches() -> None:
     assert kpeer.wire()[0][4] == "wamp.error.no_such_procedure"
 
 
+def test_fallback_serves_only_the_callers_it_accepts() -> None:
+    """``fallback_serves`` keeps a caller from the fallback callee: its call is answered
+    no_such_procedure at once (the proxy refuses other routers' proxies: no forwarding loops)."""
+    router, _, _, caller, kpeer = pair()
+    other, opeer = connect(router, roles=ROLES_ADVANCED)
+    proxy, ppeer = connect(router, roles=ROLES_ADVANCED)
+    dealer = router.realms["realm1"].dealer
+    dealer.fallback = proxy
+    dealer.fallback_serves = lambda session: session is not other
+    send(other, 48, 1, {}, "remote.proc")
+    assert opeer.wire()[0][:5] == [8, 48, 1, {}, "wamp.error.no_such_procedure"]
+    assert ppeer.wire() == []
+    send(caller, 48, 1, {}, "remote.proc")
+    assert ppeer.wire()[0][0] == 68 and kpeer.wire() == []
+
+
+def test_identify_names_the_disclosed_caller() -> None:
+    """A disclosed INVOCATION names whom ``identify`` says (the proxy: the caller another
+    router disclosed); undisclosed calls never ask it."""
+    router, callee, cpeer, caller, _ = pair()
+    dealer = router.realms["realm1"].dealer
+    asked: list[dict[str, Any]] = []
+
+    def identify(session: Any, call: Any) -> tuple[int, str | None, str | None]:
+        asked.append(call.options)
+        return 77, "far-away", "remote-role"
+
+    dealer.identify = identify
+    register(callee, cpeer, "p")
+    send(caller, 48, 1, {"disclose_me": True, "x_hint": 1}, "p")
+    details = cpeer.wire()[0][3]
+    assert (details["caller"], details["caller_authid"], details["caller_authrole"]) == (
+        77, "far-away", "remote-role")
+    send(caller, 48, 2, {}, "p")
+    assert "caller" not in cpeer.wire()[0][3]
+    assert asked == [{"disclose_me": True, "x_hint": 1}]
+
+
 def test_listeners_hear_registration_changes() -> None:
     """Every listener (meta API, proxy) hears on_create/on_register/on_unregister/on_delete."""
     router, callee, cpeer, _, _ = pair()

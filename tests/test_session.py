@@ -140,3 +140,28 @@ def test_denied_join_is_aborted_without_detail() -> None:
     session.receive(Hello("realm1", {"roles": ROLES}))
     assert peer.wire() == [[3, {}, "wamp.error.not_authorized"]]
     assert peer.closed and not router.realms["realm1"].sessions
+
+
+def test_a_trusted_session_joins_without_hello_or_join_check() -> None:
+    """``join_trusted`` (the router's own components): established at once, no WELCOME sent,
+    the access check never asked, the realm knows it (meta API) and frees it on close."""
+    asked: list[Any] = []
+
+    class Refuse:
+        def check(self, *args: Any) -> bool:
+            asked.append(args)
+            return False
+
+    router = make_router(access=Refuse())
+    realm = router.realms["realm1"]
+    peer = FakePeer()
+    session = router.open_session(peer, TransportInfo("internal", "none", "internal:x"))
+    session.join_trusted(realm, "serouter.x", "serouter.internal", {"callee": {}})
+    assert session.state is State.ESTABLISHED and session.realm is realm
+    assert (session.authid, session.authrole, session.authmethod) == (
+        "serouter.x", "serouter.internal", "internal")
+    assert session.subject == Subject(session.id, "serouter.x", "serouter.internal", None)
+    assert peer.sent == [] and asked == []
+    assert session.id in realm.sessions
+    router.close_session(session)
+    assert session.id not in realm.sessions

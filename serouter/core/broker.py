@@ -129,6 +129,9 @@ class Broker:
         self.disclose_publisher = disclose_publisher
         # Told of every subscription change (the meta API, the federation proxy).
         self.listeners: list[SubscriptionListener] = []
+        # Told of every publication a session made here, once accepted: (publisher, topic)
+        # (the federation proxy announces the topics this router publishes).
+        self.publish_listeners: list[Callable[[Session, str], None]] = []
         self._subscriptions: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}
         self._held: dict[int, set[int]] = {}
@@ -212,12 +215,14 @@ class Broker:
             details: dict[str, Any] = {}
             if self.disclose_publisher == "force":
                 details = self._publisher(session)
-            default = Audience(session.id)
             out = self._events(
-                msg.topic, publication, details, msg.args, msg.kwargs, audience=default
+                msg.topic, publication, details, msg.args, msg.kwargs, audience=None,
+                publisher=session,
             )
             if msg.topic in self._history:
-                self._keep(msg.topic, publication, details, msg, default)
+                self._keep(msg.topic, publication, details, msg, Audience(session.id))
+            for listener in self.publish_listeners:
+                listener(session, msg.topic)
             return out
         acknowledge = opts.get("acknowledge") is True
         audience = audience_of(session, opts)
@@ -236,6 +241,8 @@ class Broker:
                 self._retained[msg.topic] = stored
         if acknowledge:
             out.append((session, Published(msg.request, publication)))
+        for listener in self.publish_listeners:
+            listener(session, msg.topic)
         return out
 
     def _discloses(self, opts: dict[str, Any]) -> bool:
@@ -255,15 +262,19 @@ class Broker:
         args: list[Any] | None,
         kwargs: dict[str, Any] | None,
         *,
-        audience: Audience,
+        audience: Audience | None,
+        publisher: Session | None = None,
     ) -> Deliveries:
+        """One EVENT per matching subscription, to each subscriber the audience admits; no
+        audience (a PUBLISH without options, the hot path): everyone but the publisher."""
         out: Deliveries = []
         for sub in self._subscriptions.matching(topic):
             d = details if sub.match == EXACT else {**details, "topic": topic}
             event = Event(sub.id, publication, d, args, kwargs)
-            for subscriber in sub.subscribers.values():
-                if audience.admits(subscriber):
-                    out.append((subscriber, event))
+            if audience is None:
+                out += [(s, event) for s in sub.subscribers.values() if s is not publisher]
+            else:
+                out += [(s, event) for s in sub.subscribers.values() if audience.admits(s)]
         return out
 
     def _keep(

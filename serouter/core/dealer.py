@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 log = Logger(namespace="serouter.dealer")
 
 Deliveries = list[tuple["Session", Any]]
+# Who a CALL's INVOCATION says called, when the caller is disclosed: (session, authid, authrole).
+Identify = Callable[["Session", Call], tuple[int, "str | None", "str | None"]]
 INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
 CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
 DISCLOSURE = frozenset({"allow", "force", "forbid"})
@@ -89,11 +91,6 @@ class Registration:
     callees: list[Session] = field(default_factory=list)
     disclose_caller: bool = False
     next: int = 0  # round-robin position
-
-    @property
-    def plain(self) -> bool:
-        """Invocations carry no details: exact match, and no callee asked for disclosure."""
-        return self.match == EXACT and not self.disclose_caller
 
 
 @dataclass(slots=True, eq=False)
@@ -130,8 +127,14 @@ class Dealer:
         # Told of every registration change (the meta API, the federation proxy).
         self.listeners: list[RegistrationListener] = []
         # A callee for calls that match no registration here (the federation proxy); it gets
-        # the INVOCATION with details.procedure and answers like any callee.
+        # the INVOCATION with details.procedure and answers like any callee. ``fallback_serves``
+        # says which callers it takes (the proxy refuses other routers' proxies: forwarding
+        # their calls on could loop).
         self.fallback: Session | None = None
+        self.fallback_serves: Callable[[Session], bool] = _anyone
+        # The caller a disclosed INVOCATION names; the proxy names the caller another router
+        # disclosed to it (as information: the access check saw the proxy's own session).
+        self.identify: Identify = _itself
         self._registrations: UriMap[Registration] = UriMap()
         self._by_id: dict[int, Registration] = {}
         self._by_invocation: dict[tuple[int, int], PendingCall] = {}  # (callee id, invocation)
@@ -220,16 +223,21 @@ class Dealer:
 
     def call(self, caller: Session, msg: Call) -> Deliveries:
         key = (caller.id, msg.request)
-        if not msg.options and key not in self._by_call and caller.calls < self.limits.calls:
-            reg = self._registrations.best(msg.procedure)
-            if reg is not None and reg.plain and not self._force_disclosure:
-                # The common case, kept short: no options, exact match, nothing to disclose.
+        limits = self.limits
+        if not msg.options and key not in self._by_call and caller.calls < limits.calls:
+            reg = self._registrations.exact.get(msg.procedure)
+            if reg is not None and not reg.disclose_caller and self.disclose_caller != "force":
+                # The common case, kept short: no options, an exact registration, nothing to
+                # disclose, so no details (what _track does, inline).
                 callee = reg.callees[0] if len(reg.callees) == 1 else self._pick(reg)
-                if callee.invocations < self.limits.invocations:
+                if callee.invocations < limits.invocations:
                     invocation = callee.next_request_id()
                     pending = PendingCall(caller, msg.request, callee, invocation, reg, False,
                                           False)
-                    self._track(pending)
+                    self._by_invocation[(callee.id, invocation)] = pending
+                    self._by_call[key] = pending
+                    caller.calls += 1
+                    callee.invocations += 1
                     return [(callee, Invocation(invocation, reg.id, {}, msg.args, msg.kwargs))]
         return self._call(caller, msg)
 
@@ -254,7 +262,7 @@ class Dealer:
         if caller.calls >= self.limits.calls:
             return [(caller, error_reply(CALL, msg.request, uris.LIMIT_EXCEEDED,
                                          f"at most {self.limits.calls} calls in flight"))]
-        reg = self._registrations.best(msg.procedure) or self._fallback_registration()
+        reg = self._registrations.best(msg.procedure) or self._fallback_registration(caller)
         if reg is None:
             return [(caller, error_reply(CALL, msg.request, uris.NO_SUCH_PROCEDURE,
                                     f"no callee registered for procedure {msg.procedure}"))]
@@ -294,7 +302,7 @@ class Dealer:
             if reg.match != EXACT:
                 details["procedure"] = msg.procedure
             if self._discloses(False, reg):
-                self._disclose(caller, details)
+                self._disclose(caller, msg, details)
             return details
         timeout = opts.get("timeout")
         if timeout is not None and (type(timeout) is not int or timeout < 0):
@@ -308,12 +316,12 @@ class Dealer:
         if opts.get("receive_progress") is True:
             details["receive_progress"] = True
         if self._discloses(disclose_me, reg):
-            self._disclose(caller, details)
+            self._disclose(caller, msg, details)
         return details
 
-    def _fallback_registration(self) -> Registration | None:
+    def _fallback_registration(self, caller: Session) -> Registration | None:
         """The fallback callee as a registration of its own: it matches whatever is left."""
-        if self.fallback is None:
+        if self.fallback is None or not self.fallback_serves(caller):
             return None
         reg = self._fallback_reg
         if reg is None or reg.callees[0] is not self.fallback:
@@ -321,20 +329,16 @@ class Dealer:
             self._fallback_reg = reg
         return reg
 
-    @property
-    def _force_disclosure(self) -> bool:
-        return self.disclose_caller == "force"
-
     def _discloses(self, disclose_me: bool, reg: Registration) -> bool:
         """The realm's setting decides: force, forbid, or allow when caller or callee asks."""
         policy = self.disclose_caller
         return policy == "force" or (policy == "allow" and (disclose_me or reg.disclose_caller))
 
-    @staticmethod
-    def _disclose(caller: Session, details: dict[str, Any]) -> None:
-        details["caller"] = caller.id
-        details["caller_authid"] = caller.authid
-        details["caller_authrole"] = caller.authrole
+    def _disclose(self, caller: Session, msg: Call, details: dict[str, Any]) -> None:
+        session, authid, authrole = self.identify(caller, msg)
+        details["caller"] = session
+        details["caller_authid"] = authid
+        details["caller_authrole"] = authrole
 
     def _pick(self, reg: Registration) -> Session:
         """The callee for the next call, by the registration's invocation policy."""
@@ -410,13 +414,20 @@ class Dealer:
             # The call was answered already (cancel, timeout) or its caller left.
             log.debug("YIELD for unknown invocation {request}", request=msg.request)
             return []
-        if msg.options.get("progress") is True:
+        if msg.options and msg.options.get("progress") is True:
             if not pending.receive_progress:
                 return []  # the caller did not ask for progressive results
             result = Result(pending.request, {"progress": True}, msg.args, msg.kwargs)
             return [(pending.caller, result)]
-        self._forget(pending)
-        return [(pending.caller, Result(pending.request, {}, msg.args, msg.kwargs))]
+        caller = pending.caller
+        if pending.timer is None:  # what _forget does, inline for the common case
+            del self._by_invocation[(callee.id, msg.request)]
+            self._by_call.pop((caller.id, pending.request), None)
+            caller.calls -= 1
+            callee.invocations -= 1
+        else:
+            self._forget(pending)
+        return [(caller, Result(pending.request, {}, msg.args, msg.kwargs))]
 
     def invocation_error(self, callee: Session, msg: InvocationError) -> Deliveries:
         pending = self._by_invocation.get((callee.id, msg.request))
@@ -474,3 +485,11 @@ class Dealer:
     @property
     def pending_calls(self) -> int:
         return len(self._by_invocation)
+
+
+def _anyone(caller: Session) -> bool:
+    return True
+
+
+def _itself(caller: Session, msg: Call) -> tuple[int, str | None, str | None]:
+    return caller.id, caller.authid, caller.authrole

@@ -67,10 +67,11 @@ class _Wildcard(Generic[T]):
 class UriMap(Generic[T]):
     """Values (registrations, subscriptions) stored under (pattern, match policy)."""
 
-    __slots__ = ("_exact", "_prefix", "_prefix_lengths", "_wildcard")
+    __slots__ = ("_prefix", "_prefix_lengths", "_wildcard", "exact")
 
     def __init__(self) -> None:
-        self._exact: dict[str, T] = {}
+        # exact entries, by URI; read directly by the dealer's and broker's per-message paths
+        self.exact: dict[str, T] = {}
         self._prefix: dict[str, T] = {}
         self._prefix_lengths: list[int] = []  # distinct, longest first
         self._wildcard: dict[int, dict[str, _Wildcard[T]]] = {}
@@ -78,7 +79,7 @@ class UriMap(Generic[T]):
     def get(self, uri: str, match: str = EXACT) -> T | None:
         """The value stored under exactly this (pattern, match), if any."""
         if match == EXACT:
-            return self._exact.get(uri)
+            return self.exact.get(uri)
         if match == PREFIX:
             return self._prefix.get(uri)
         entry = self._wildcard.get(uri.count(".") + 1, {}).get(uri)
@@ -87,7 +88,7 @@ class UriMap(Generic[T]):
     def add(self, uri: str, match: str, value: T) -> None:
         """Store ``value``; the caller checked that nothing is stored there yet."""
         if match == EXACT:
-            self._exact[uri] = value
+            self.exact[uri] = value
         elif match == PREFIX:
             self._prefix[uri] = value
             self._refresh_lengths()
@@ -96,7 +97,7 @@ class UriMap(Generic[T]):
 
     def remove(self, uri: str, match: str = EXACT) -> None:
         if match == EXACT:
-            self._exact.pop(uri, None)
+            self.exact.pop(uri, None)
         elif match == PREFIX:
             if self._prefix.pop(uri, None) is not None:
                 self._refresh_lengths()
@@ -109,7 +110,7 @@ class UriMap(Generic[T]):
 
     def best(self, uri: str) -> T | None:
         """The single best match for a concrete URI (the dealer's rule)."""
-        value = self._exact.get(uri)
+        value = self.exact.get(uri)
         if value is not None:
             return value
         for length in self._prefix_lengths:
@@ -125,7 +126,7 @@ class UriMap(Generic[T]):
 
     def matching(self, uri: str) -> list[T]:
         """Every value whose pattern matches a concrete URI (the broker's rule)."""
-        value = self._exact.get(uri)
+        value = self.exact.get(uri)
         found = [value] if value is not None else []
         for length in self._prefix_lengths:
             if length <= len(uri):
@@ -139,7 +140,7 @@ class UriMap(Generic[T]):
     def values(self, match: str | None = None) -> Iterator[T]:
         """Every stored value, or those of one match policy."""
         if match in (None, EXACT):
-            yield from self._exact.values()
+            yield from self.exact.values()
         if match in (None, PREFIX):
             yield from self._prefix.values()
         if match in (None, WILDCARD):
@@ -147,7 +148,7 @@ class UriMap(Generic[T]):
                 yield from (w.value for w in bucket.values())
 
     def __len__(self) -> int:
-        return len(self._exact) + len(self._prefix) + sum(map(len, self._wildcard.values()))
+        return len(self.exact) + len(self._prefix) + sum(map(len, self._wildcard.values()))
 
     def _wildcard_matches(self, uri: str) -> list[_Wildcard[T]]:
         components = uri.split(".")

@@ -59,6 +59,10 @@ class RealmOptions:
     limits: Limits = field(default_factory=Limits)
 
 
+# Python 3.11 finds an enum member through ``EnumType.__getattr__`` (~140 ns): per-message
+# code uses these names.
+_CALL, _PUBLISH = Action.CALL, Action.PUBLISH
+_REGISTER, _SUBSCRIBE = Action.REGISTER, Action.SUBSCRIBE
 _VALID_URI_CACHE = 10_000  # bounded: clients choose the URIs
 
 
@@ -200,25 +204,31 @@ class Realm:
 
         For a pattern the access check sees the pattern as written.
         """
-        request_type, request = msg.TYPE, msg.request
+        if msg.options or uri not in self._valid_uris:  # else: a known URI, the common case
+            invalid = self._invalid(msg, uri)
+            if invalid is not None:
+                return error_reply(msg.TYPE, msg.request, uris.INVALID_URI, invalid)
+        error = self.authorize(session, action, uri)
+        return None if error is None else error_reply(msg.TYPE, msg.request, error)
+
+    def _invalid(self, msg: Call | Register | Subscribe | Publish, uri: str) -> str | None:
+        """What is wrong with the URI (or pattern), if anything; valid URIs are remembered."""
         match = msg.options.get("match")
         if match and match != EXACT:
             # options are the client's: a list or dict here must not reach a set lookup
             known = type(match) is str and match in MATCH_POLICIES
             if known and not uris.is_valid_pattern(uri, match):
-                return error_reply(request_type, request, uris.INVALID_URI,
-                                   f"invalid {match} pattern {uri!r}")
+                return f"invalid {match} pattern {uri!r}"
         elif uri not in self._valid_uris:
             if not uris.is_valid_uri(uri):
-                return error_reply(request_type, request, uris.INVALID_URI, f"invalid URI {uri!r}")
+                return f"invalid URI {uri!r}"
             if len(self._valid_uris) >= _VALID_URI_CACHE:
                 self._valid_uris.clear()
             self._valid_uris.add(uri)
-        error = self.authorize(session, action, uri)
-        return None if error is None else error_reply(request_type, request, error)
+        return None
 
     def _call(self, session: Session, msg: Call) -> Deliveries:
-        refused = self._checked(session, Action.CALL, msg, msg.procedure)
+        refused = self._checked(session, _CALL, msg, msg.procedure)
         if refused is not None:
             return [(session, refused)]
         if msg.procedure.startswith(uris.RESERVED_PREFIX):
@@ -226,19 +236,19 @@ class Realm:
         return self.dealer.call(session, msg)
 
     def _register(self, session: Session, msg: Register) -> Deliveries:
-        refused = self._checked(session, Action.REGISTER, msg, msg.procedure)
+        refused = self._checked(session, _REGISTER, msg, msg.procedure)
         if refused is not None:
             return [(session, refused)]
         return self.dealer.register(session, msg)
 
     def _subscribe(self, session: Session, msg: Subscribe) -> Deliveries:
-        refused = self._checked(session, Action.SUBSCRIBE, msg, msg.topic)
+        refused = self._checked(session, _SUBSCRIBE, msg, msg.topic)
         if refused is not None:
             return [(session, refused)]
         return self.broker.subscribe(session, msg)
 
     def _publish(self, session: Session, msg: Publish) -> Deliveries:
-        refused = self._checked(session, Action.PUBLISH, msg, msg.topic)
+        refused = self._checked(session, _PUBLISH, msg, msg.topic)
         if refused is not None:
             # An unacknowledged publication gets no answer, not even a refusal.
             return [(session, refused)] if msg.options.get("acknowledge") is True else []

@@ -173,7 +173,6 @@ class Calls:
         self.pool = pool
         self.below = below
         self.cache_size = cache_size
-        self.refused: set[int] = set()  # invocations from another router's proxy: not forwarded
         self._forwards: dict[int, Forward] = {}
         self._routes: OrderedDict[str, Route] = OrderedDict()
         self._resolving: dict[str, list[Forward]] = {}
@@ -189,8 +188,7 @@ class Calls:
             forward.more(invocation)
             return
         procedure = invocation.details.get("procedure")
-        if request in self.refused or type(procedure) is not str:
-            self.refused.discard(request)
+        if type(procedure) is not str:
             self.answer(InvocationError(request, {}, uris.NO_SUCH_PROCEDURE, None, None))
             return
         forward = self._forwards[request] = Forward(self, invocation, procedure)

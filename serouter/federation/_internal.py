@@ -16,12 +16,11 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from serouter.core.access import Subject
 from serouter.core.messages import Goodbye, InvocationError, Outgoing, Subscribe, Yield
 from serouter.core.peer import TransportInfo
 from serouter.core.realm import Realm
 from serouter.core.router import Router
-from serouter.core.session import Session, State
+from serouter.core.session import Session
 
 log = Logger(namespace="serouter.federation")
 
@@ -72,23 +71,12 @@ class InternalPeer:
 def join_internal(
     router: Router, realm: Realm, handler: Handler, name: str, roles: dict[str, Any] | None = None
 ) -> Session:
-    """A session of the component ``name`` in ``realm``, joined and established.
-
-    Everything a joined session has is set as ``Session._join`` sets it; the core offers no
-    public join for trusted sessions yet (see docs/federation.md, "core changes").
-    """
+    """A session of the component ``name`` in ``realm``, joined and established."""
     peer = InternalPeer(handler, name)
     session = router.open_session(peer, TransportInfo(kind="internal", serializer="none",
                                                       peer=f"internal:{name}"))
     peer.session = session
-    session.id = router.new_session_id()
-    session.roles = roles or CALLEE_ROLES
-    session.authid, session.authrole = name, "serouter.internal"
-    session.authmethod, session.authprovider = "internal", "serouter"
-    session.subject = Subject(session.id, session.authid, session.authrole, None)
-    session.realm = realm
-    session.state = State.ESTABLISHED
-    realm.join(session)
+    session.join_trusted(realm, name, "serouter.internal", roles or CALLEE_ROLES)
     return session
 
 

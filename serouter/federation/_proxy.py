@@ -4,9 +4,9 @@ procedures and topics local.
 - It is the dealer's fallback callee (``_forward``) and re-publishes remote events
   (``_topics``), so clients here cannot tell a remote callee or publisher from a local one.
 - It announces what this router provides: every registration (the dealer's listeners), and
-  every topic once a local session has published it (a wrapper around the broker's
-  ``publish``, see ``_install``); it withdraws a registration when it goes, a topic when the
-  last local session that published it leaves. Changes are sent once per reactor turn.
+  every topic once a local session has published it (the broker's publish listeners); it
+  withdraws a registration when it goes, a topic when the last local session that published
+  it leaves. Changes are sent once per reactor turn.
 - It never announces or federates what other routers' proxies do here (their sessions carry
   the ``x_serouter_federation`` caller feature), so nothing loops: their subscriptions stay
   local to them, their calls are never forwarded again, and re-published events skip them.
@@ -17,7 +17,6 @@ an event a remote router had no business sending (see ``_topics``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -34,7 +33,6 @@ from serouter.core.messages import (
     Invocation,
     InvocationError,
     Outgoing,
-    Publish,
     Yield,
 )
 from serouter.core.realm import Realm
@@ -91,7 +89,10 @@ class Proxy:
         realm.dealer.fallback = self.session
         realm.dealer.listeners.append(self._registration_changed)
         realm.broker.listeners.append(self._subscription_changed)
-        self._uninstall = _install(realm, self)
+        self._dealer_hooks = realm.dealer.fallback_serves, realm.dealer.identify  # to restore
+        realm.dealer.fallback_serves = _not_a_peer
+        realm.dealer.identify = _identify
+        realm.broker.publish_listeners.append(self.published)
         for registration in realm.dealer.registrations():
             self._registration_changed("on_create", self.session, registration, own=False)
         for subscription in realm.broker.subscriptions():
@@ -100,18 +101,17 @@ class Proxy:
 
     def close(self) -> None:
         """Undo everything; pending forwarded calls end with an ERROR."""
-        self._uninstall()
         dealer, broker = self.realm.dealer, self.realm.broker
-        if self._registration_changed in dealer.listeners:
-            dealer.listeners.remove(self._registration_changed)
-        if self._subscription_changed in broker.listeners:
-            broker.listeners.remove(self._subscription_changed)
+        _discard(dealer.listeners, self._registration_changed)
+        _discard(broker.listeners, self._subscription_changed)
+        _discard(broker.publish_listeners, self.published)
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self.calls.close()
         self.topics.close()
         if dealer.fallback is self.session:
             dealer.fallback = None
+            dealer.fallback_serves, dealer.identify = self._dealer_hooks
         leave_internal(self.session)
 
     # -- the internal session ------------------------------------------------------------------
@@ -213,18 +213,6 @@ class Proxy:
         publishers.add(session.id)
         self._published.setdefault(session.id, set()).add(topic)
 
-    def peer_called(self, caller: Session, msg: Call, out: Deliveries) -> None:
-        """Another router's proxy called here: never forward that call on, and let its callee
-        see the caller the other router disclosed (as information, never as authority)."""
-        forwarded = msg.options.get(FORWARDED_CALLER)
-        for target, message in out:
-            if type(message) is not Invocation:
-                continue
-            if target is self.session:
-                self.calls.refused.add(message.request)
-            elif type(forwarded) is dict and "caller" in message.details:
-                _disclose_forwarded(message.details, forwarded)
-
     def _left(self, sid: int) -> None:
         for topic in self._published.pop(sid, ()):
             publishers = self._publishers.get(topic)
@@ -261,42 +249,23 @@ class Proxy:
                      error=error)
 
 
-def _disclose_forwarded(details: dict[str, Any], forwarded: dict[str, Any]) -> None:
+def _discard(listeners: list[Any], listener: Any) -> None:
+    if listener in listeners:
+        listeners.remove(listener)
+
+
+def _not_a_peer(caller: Session) -> bool:
+    """Calls from other routers' proxies are never forwarded on (they could loop)."""
+    return not is_peer(caller)
+
+
+def _identify(caller: Session, msg: Call) -> tuple[int, str | None, str | None]:
+    """Who a disclosed INVOCATION names: for another router's proxy, the caller that router
+    disclosed (information for the callee, never authority); anyone else as itself."""
+    forwarded = msg.options.get(FORWARDED_CALLER)
+    if type(forwarded) is not dict or not is_peer(caller):
+        return caller.id, caller.authid, caller.authrole
     session, authid, authrole = (forwarded.get(k) for k in ("session", "authid", "authrole"))
-    if type(session) is int:
-        details["caller"] = session
-    if type(authid) is str:
-        details["caller_authid"] = authid
-    if type(authrole) is str:
-        details["caller_authrole"] = authrole
-
-
-def _install(realm: Realm, proxy: Proxy) -> Callable[[], None]:
-    """Wrap the realm's ``dealer.call`` and ``broker.publish`` for the proxy; returns the undo.
-
-    Both run after the realm's access check. The core has no hook for local publications, nor
-    one that tells the fallback callee who called; docs/federation.md proposes both. Until then
-    the wrappers are instance attributes: the classes stay untouched, other realms too.
-    """
-    dealer, broker = realm.dealer, realm.broker
-    call, publish = dealer.call, broker.publish
-
-    def hooked_call(caller: Session, msg: Call) -> Deliveries:
-        out = call(caller, msg)
-        if is_peer(caller):
-            proxy.peer_called(caller, msg, out)
-        return out
-
-    def hooked_publish(session: Session, msg: Publish) -> Deliveries:
-        out = publish(session, msg)
-        proxy.published(session, msg.topic)
-        return out
-
-    vars(dealer)["call"] = hooked_call
-    vars(broker)["publish"] = hooked_publish
-
-    def uninstall() -> None:
-        vars(dealer).pop("call", None)
-        vars(broker).pop("publish", None)
-
-    return uninstall
+    return (session if type(session) is int else caller.id,
+            authid if type(authid) is str else caller.authid,
+            authrole if type(authrole) is str else caller.authrole)

@@ -45,7 +45,8 @@ class RawSocketProtocol(WampProtocol):
             self.write_reply(out)
 
     def send_payload(self, data: bytes) -> None:
-        self.write(RawSocketServerCodec.frame(data))
+        # RawSocketServerCodec.frame, inline: this runs once per message sent
+        self.write(len(data).to_bytes(4, "big") + data)
 
     def refuse_connection(self) -> None:
         # The spec's handshake error 4: maximum connection count reached.
