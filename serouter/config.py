@@ -671,6 +671,8 @@ class RealmConfig:
     max_invocations: int = field(default=5000, metadata=_rule(_integer(1, 1_000_000)))  # callee
     max_registrations: int = field(default=1000, metadata=_rule(_integer(1, 1_000_000)))
     max_subscriptions: int = field(default=1000, metadata=_rule(_integer(1, 1_000_000)))
+    max_testaments: int = field(default=100, metadata=_rule(_integer(1, 100_000)))
+    max_retained: int = field(default=10_000, metadata=_rule(_integer(1, 10_000_000)))  # realm
     # authentication: the methods offered here; the client's order of preference picks one
     auth: tuple[str, ...] = field(default=("anonymous",), metadata=_rule(_auth_methods))
     principals: Mapping[str, PrincipalConfig] = field(

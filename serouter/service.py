@@ -106,7 +106,8 @@ def options_of(r: RealmConfig) -> RealmOptions:
     """The core's settings of one realm."""
     return RealmOptions(
         r.disclose_caller, r.disclose_publisher, r.history, r.history_limit, r.max_sessions,
-        Limits(r.max_calls, r.max_invocations, r.max_registrations, r.max_subscriptions),
+        Limits(r.max_calls, r.max_invocations, r.max_registrations, r.max_subscriptions,
+               r.max_testaments, r.max_retained),
     )
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
+
 from serouter.core import uris
 from serouter.core.clock import Clock
 from serouter.core.ids import IdGenerator
@@ -39,6 +41,8 @@ from serouter.core.messages import (
 
 if TYPE_CHECKING:
     from serouter.core.session import Session
+
+log = Logger(namespace="serouter.broker")
 
 Deliveries = list[tuple["Session", Any]]
 SubscriptionListener = Callable[[str, "Session", "Subscription"], None]
@@ -122,8 +126,11 @@ class Broker:
         history: Iterable[str] = (),
         history_limit: int = 100,
         max_subscriptions: int = 1000,
+        max_retained: int = 10_000,
     ) -> None:
         self.max_subscriptions = max_subscriptions
+        self.max_retained = max_retained
+        self.retained_dropped = 0  # retained events dropped for newer topics (logged once)
         self._ids = ids
         self._clock = clock
         self.disclose_publisher = disclose_publisher
@@ -238,12 +245,25 @@ class Broker:
         if msg.topic in self._history or opts.get("retain") is True:
             stored = self._keep(msg.topic, publication, details, msg, audience)
             if opts.get("retain") is True:
-                self._retained[msg.topic] = stored
+                self._retain(msg.topic, stored)
         if acknowledge:
             out.append((session, Published(msg.request, publication)))
         for listener in self.publish_listeners:
             listener(session, msg.topic)
         return out
+
+    def _retain(self, topic: str, stored: Stored) -> None:
+        """Keep ``stored`` as the topic's retained event; past ``max_retained`` topics the one
+        retained longest ago goes (clients choose topics: what is kept must stay bounded)."""
+        self._retained.pop(topic, None)  # re-inserted: the newest again
+        self._retained[topic] = stored
+        if len(self._retained) <= self.max_retained:
+            return
+        del self._retained[next(iter(self._retained))]
+        if not self.retained_dropped:
+            log.warn("more than {limit} topics with a retained event: the oldest are dropped"
+                     " (max_retained)", limit=self.max_retained)
+        self.retained_dropped += 1
 
     def _discloses(self, opts: dict[str, Any]) -> bool:
         policy = self.disclose_publisher

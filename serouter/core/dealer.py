@@ -73,12 +73,14 @@ def _can_interrupt(callee: Session) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-session limits of one realm (docs/reliability.md)."""
+    """Per-session limits of one realm, and what the realm keeps (docs/reliability.md)."""
 
     calls: int = 1000  # in flight as caller
     invocations: int = 5000  # in flight as callee
     registrations: int = 1000
     subscriptions: int = 1000  # enforced by the broker
+    testaments: int = 100  # per session, both scopes (the meta API)
+    retained: int = 10_000  # retained events in the realm, one per topic (the broker)
 
 
 @dataclass(slots=True, eq=False)

@@ -261,6 +261,9 @@ class MetaApi:
         if refused is not None:
             raise MetaError(refused)
         buckets = self._testaments.setdefault(caller.id, {})
+        most = self._realm.dealer.limits.testaments
+        if sum(map(len, buckets.values())) >= most:
+            raise MetaError(uris.LIMIT_EXCEEDED, f"at most {most} testaments per session")
         buckets.setdefault(scope, []).append(Testament(topic, t_args, t_kwargs, options))
 
     def _flush_testaments(self, caller: Session, args: list[Any], kw: dict[str, Any]) -> int:

@@ -89,6 +89,7 @@ class Realm:
         self.broker = Broker(
             ids, clock, options.disclose_publisher, history=options.history,
             history_limit=options.history_limit, max_subscriptions=options.limits.subscriptions,
+            max_retained=options.limits.retained,
         )
         self.meta = MetaApi(self)
         # The roles (and features) announced in WELCOME: what is implemented, no more.
