@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 CONFIG ?=
 # Debian packages the tests need (installed with apt-get when missing; CI runs as root).
-APT_PACKAGES ?= libsepol2 libselinux1 libaudit1 secilc checkpolicy semodule-utils policycoreutils policycoreutils-python-utils selinux-policy-dev selinux-policy-default setools xenstore-utils iproute2 gcc libc6-dev
+APT_PACKAGES ?= systemd libsepol2 libselinux1 libaudit1 secilc checkpolicy semodule-utils policycoreutils policycoreutils-python-utils selinux-policy-dev selinux-policy-default setools xenstore-utils iproute2 gcc libc6-dev
 
 .PHONY: run test test-kernel lint bench policy venv apt-deps clean fuzz soak install uninstall dist
 
