@@ -90,6 +90,31 @@ def test_a_router_killed_mid_call(cluster: Cluster) -> None:
     run(scenario, timeout=45)
 
 
+def test_a_router_stopped_with_sigterm_withdraws_at_once(cluster: Cluster) -> None:
+    """B stopped by systemd (SIGTERM): it says GOODBYE to its local clients and to the name
+    server and exits 0; its entries are gone from the name server as soon as it has exited (no
+    keepalive needed), and A's callers get no_such_procedure instead of a dead route."""
+
+    async def scenario() -> None:
+        callee = await connect(cluster["b"], "rawsocket", "msgpack")
+        caller = await connect(cluster["a"], "websocket", "json")
+        inspector = await connect(cluster.nameserver, "websocket", "json")
+        procedure = uri("leaving")
+        await callee.register(lambda: "from b", procedure)
+        assert await eventually(lambda: caller.call(procedure)) == "from b"
+        cluster["b"].terminate()
+        assert cluster["b"].wait() == 0, cluster["b"].output
+        stopped = time.monotonic()  # the name server may take its own turn to see it go
+        while await within(inspector.call("serouter.ns.lookup", "procedure", procedure, {})):
+            assert time.monotonic() - stopped < 2.0, "B's entry outlived B"
+            await asyncio.sleep(0.02)
+        assert await gone(caller, procedure) < 2.0
+        callee.abort()
+        await close(caller, inspector)
+
+    run(scenario, timeout=45)
+
+
 async def _outage(cluster: Cluster, new_port: bool) -> None:
     callee = await connect(cluster["b"], "websocket", "msgpack")
     caller = await connect(cluster["a"], "rawsocket", "json")
