@@ -23,8 +23,9 @@ from serouter.config._rules import (
     _choice,
     _domain,
     _Fault,
+    _has_control,
     _integer,
-    _quoted,
+    _pairs,
     _rule,
     _show,
     _text,
@@ -32,22 +33,6 @@ from serouter.config._rules import (
 
 AUTH_METHODS: Final = ("anonymous", "ticket", "wampcra", "cryptosign", "tls", "transport")
 _PUBKEY: Final = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def _auth_methods(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise _Fault(
-            f"must be a non-empty array of names from {_quoted(AUTH_METHODS)}, got {_show(value)}"
-        )
-    check = _choice(*AUTH_METHODS)
-    for index, name in enumerate(value):
-        try:
-            check(name)
-        except _Fault as fault:
-            raise fault.under(f"[{index}]") from None
-        if name in value[:index]:
-            raise _Fault(f"{_show(name)} is listed twice", f"[{index}]")
-    return tuple(value)
 
 
 def _secret(value: object) -> str:
@@ -92,17 +77,8 @@ def _id_roles(kind: str) -> Rule:
     return check
 
 
-def _domain_roles(value: object) -> dict[str, str]:
-    """{"uuid:<uuid>" | "name:<name>" | "domid:<id>" = role}: Argo peer domains' roles."""
-    if not isinstance(value, Mapping):
-        raise _Fault(f"must be a table of domain = role, got {_show(value)}")
-    roles: dict[str, str] = {}
-    for key, role in value.items():
-        try:
-            roles[_domain(key)] = _text(role)
-        except _Fault as fault:
-            raise fault.under(f".{json.dumps(key)}") from None
-    return roles
+# {"uuid:<uuid>" | "name:<name>" | "domid:<id>" = role}: Argo peer domains' roles
+_domain_roles: Final = _pairs("domain = role", _domain, _text)
 
 
 def _numeric_id(kind: str, key: str) -> int:
@@ -116,13 +92,19 @@ def _numeric_id(kind: str, key: str) -> int:
         raise _Fault(f"no {kind} named {_show(key)} (use a number or a known name)") from None
 
 
-def _pem_certificates(value: object) -> str:
-    path = _text(value)
+def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as file:
-            x509.load_pem_x509_certificates(file.read())
+            return file.read()
     except OSError as error:
         raise _Fault(f"cannot read {_show(path)}: {error.strerror or error}") from None
+
+
+def _pem_certificates(value: object) -> str:
+    path = _text(value)
+    pem = _read(path)
+    try:
+        x509.load_pem_x509_certificates(pem)
     except ValueError as error:
         raise _Fault(f"{_show(path)} holds no PEM certificates: {error}") from None
     return path
@@ -155,7 +137,7 @@ def _principals(value: object) -> dict[str, PrincipalConfig]:
 
 
 def _principal(authid: str, table: object) -> PrincipalConfig:
-    if any(ord(char) < 32 or ord(char) == 127 for char in authid):
+    if _has_control(authid):
         raise _Fault("an authid must not contain control characters")
     principal = _build(PrincipalConfig, table)
     assert isinstance(table, Mapping)  # _build checked it
@@ -177,13 +159,11 @@ class PrincipalsFile:
 
 def _principals_file(value: object) -> PrincipalsFile:
     path = _text(value)
+    raw = _read(path)
     try:
-        with open(path, "rb") as file:
-            text = file.read().decode("utf-8")
+        text = raw.decode("utf-8")
         # neither parser quotes the offending text in its message, which may hold a secret
         data = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
-    except OSError as error:
-        raise _Fault(f"cannot read {_show(path)}: {error.strerror or error}") from None
     except ValueError as error:  # UnicodeDecodeError, JSONDecodeError, TOMLDecodeError
         raise _Fault(f"{_show(path)}: not JSON or TOML: {error}") from None
     if not isinstance(data, dict) or list(data) != ["principals"]:

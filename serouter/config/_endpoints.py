@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Final
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
 
 from serouter.argo import register_endpoint_plugins
-from serouter.config._rules import _Fault, _quoted, _show, _text
+from serouter.config._rules import _Fault, _has_control, _quoted, _show, _text
 
 # sockaddr_un.sun_path is 108 bytes: a path needs its terminating NUL, an abstract name its
 # leading one, so both get 107 bytes of their own (checked against the kernel in the tests).
@@ -141,7 +142,7 @@ def _twisted_form(endpoint: str) -> str:
 
 def _endpoint(value: object) -> str:
     endpoint = _text(value)
-    if any(ord(char) < 32 or ord(char) == 127 for char in endpoint):
+    if _has_control(endpoint):
         raise _Fault(
             "must not contain control characters (write an abstract Unix socket as "
             f"unix:@name), got {_show(value)}"
@@ -149,31 +150,31 @@ def _endpoint(value: object) -> str:
     description = _twisted_form(endpoint)
     if description.startswith("systemd:"):
         return endpoint  # Twisted's parser would look for the socket, passed only at run time
-    register_endpoint_plugins()  # argo: (serouter.argo), also from an editable install
-    try:
-        # a MemoryReactor: parse (and, for ssl, load the key and certificate) without listening
-        serverFromString(MemoryReactor(), description)  # type: ignore[no-untyped-call]
-    except Exception as error:  # parsers raise ValueError, TypeError, OSError, IndexError, ...
-        raise _Fault(
-            f"Twisted refuses {_show(endpoint)}: {type(error).__name__}: {error}"
-        ) from None
+    _twisted_parses(serverFromString, description, endpoint, "")
     return endpoint
 
 
 def _client_endpoint(value: object) -> str:
     """A Twisted client endpoint string: how to reach the name server or a router."""
     endpoint = _text(value)
-    if any(ord(char) < 32 or ord(char) == 127 for char in endpoint):
+    if _has_control(endpoint):
         raise _Fault(f"must not contain control characters, got {_show(value)}")
-    register_endpoint_plugins()
-    try:
-        clientFromString(MemoryReactor(), endpoint)  # type: ignore[no-untyped-call]
-    except Exception as error:  # parsers raise ValueError, TypeError, KeyError, ...
-        raise _Fault(
-            f"Twisted refuses {_show(endpoint)} as a client endpoint: {type(error).__name__}: "
-            f"{error}"
-        ) from None
+    _twisted_parses(clientFromString, endpoint, endpoint, " as a client endpoint")
     return endpoint
+
+
+def _twisted_parses(
+    parse: Callable[[MemoryReactor, str], object], description: str, endpoint: str, role: str
+) -> None:
+    """Let Twisted's ``parse`` (server- or clientFromString) judge ``description``."""
+    register_endpoint_plugins()  # argo: (serouter.argo), also from an editable install
+    try:
+        # a MemoryReactor: parse (and, for ssl, load the key and certificate) without listening
+        parse(MemoryReactor(), description)  # type: ignore[no-untyped-call]
+    except Exception as error:  # parsers raise ValueError, TypeError, OSError, KeyError, ...
+        raise _Fault(
+            f"Twisted refuses {_show(endpoint)}{role}: {type(error).__name__}: {error}"
+        ) from None
 
 
 def split_endpoint(endpoint: str) -> tuple[list[str], dict[str, str]]:

@@ -36,7 +36,6 @@ from serouter.config._model import (
 from serouter.config._rules import (
     ConfigError,
     _array_at,
-    _build,
     _Fault,
     _optional_at,
     _quoted,
@@ -89,13 +88,7 @@ def _access_at(data: Mapping[str, object], required: bool) -> AccessConfig:
         )
     if table is None:
         return AccessConfig()
-    try:
-        access = _build(AccessConfig, table)
-        assert isinstance(table, Mapping)  # _build refused anything else
-        _check_access(access, table)
-    except _Fault as fault:
-        raise fault.under("access") from None
-    return access
+    return _table_at(data, "access", AccessConfig, check=_check_access)
 
 
 def load_config(path: str | None) -> Config:

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from serouter.config._auth import (
+    AUTH_METHODS,
     AnonymousAuthConfig,
     PrincipalConfig,
     PrincipalsFile,
     TlsAuthConfig,
     TransportAuthConfig,
-    _auth_methods,
     _pem_certificates,
     _principals,
     _principals_file,
@@ -34,7 +34,7 @@ from serouter.config._rules import (
     _label_map,
     _name,
     _names,
-    _quoted,
+    _names_from,
     _readable_file,
     _realm_uri,
     _rule,
@@ -58,22 +58,6 @@ def _router_mode(value: object) -> str:
     if value not in ("router", "nameserver"):
         raise _Fault(f'must be "router" or "nameserver", got {_show(value)}')
     return str(value)
-
-
-def _serializers(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise _Fault(
-            f"must be a non-empty array of names from {_quoted(SERIALIZERS)}, got {_show(value)}"
-        )
-    check = _choice(*SERIALIZERS)
-    for index, name in enumerate(value):
-        try:
-            check(name)
-        except _Fault as fault:
-            raise fault.under(f"[{index}]") from None
-        if name in value[:index]:
-            raise _Fault(f"{_show(name)} is listed twice", f"[{index}]")
-    return tuple(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +108,9 @@ class RealmConfig:
     max_testaments: int = field(default=100, metadata=_rule(_integer(1, 100_000)))
     max_retained: int = field(default=10_000, metadata=_rule(_integer(1, 10_000_000)))  # realm
     # authentication: the methods offered here; the client's order of preference picks one
-    auth: tuple[str, ...] = field(default=("anonymous",), metadata=_rule(_auth_methods))
+    auth: tuple[str, ...] = field(
+        default=("anonymous",), metadata=_rule(_names_from(AUTH_METHODS))
+    )
     principals: Mapping[str, PrincipalConfig] = field(
         default_factory=dict, metadata=_rule(_principals)
     )
@@ -153,7 +139,9 @@ class ListenerConfig:
     endpoint: str = field(metadata=_rule(_endpoint))
     path: str = field(default="/ws", metadata=_rule(_url_path))  # websocket only
     # the order is the router's preference
-    serializers: tuple[str, ...] = field(default=SERIALIZERS, metadata=_rule(_serializers))
+    serializers: tuple[str, ...] = field(
+        default=SERIALIZERS, metadata=_rule(_names_from(SERIALIZERS))
+    )
     # RawSocket cannot announce more than 2**24
     max_message_size: int = field(default=1 << 20, metadata=_rule(_integer(512, 1 << 24)))
     # seconds for the transport handshake plus the WAMP HELLO
@@ -167,7 +155,9 @@ class ListenerConfig:
     # the default security label of this listener's sessions
     label: str | None = field(default=None, metadata=_rule(_context))
     # authentication methods allowed here, of those the realm offers; absent: all of them
-    auth: tuple[str, ...] | None = field(default=None, metadata=_rule(_auth_methods))
+    auth: tuple[str, ...] | None = field(
+        default=None, metadata=_rule(_names_from(AUTH_METHODS))
+    )
     # seconds a client has to answer a CHALLENGE
     auth_timeout: float = field(default=10.0, metadata=_rule(_seconds(3600)))
     # PEM CA certificates that verify TLS client certificates (ssl: endpoints only)

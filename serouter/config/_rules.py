@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, fields
 from difflib import get_close_matches
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from serouter.argo import domain_key
 
@@ -177,21 +177,29 @@ def _context(value: object) -> str:
     return text
 
 
-def _label_map(key_rule: Callable[[str], object]) -> Rule:
-    """A table of name -> context ([access.uid_labels] and the like)."""
+def _pairs(what: str, key_rule: Callable[[str], object], value_rule: Rule) -> Rule:
+    """A table of ``what`` (key = value), each key and value checked by its rule.
 
-    def check(value: object) -> dict[object, str]:
+    The value is checked before its key: that decides which fault a pair wrong in both reports.
+    """
+
+    def check(value: object) -> dict[object, object]:
         if not isinstance(value, Mapping):
-            raise _Fault(f"must be a table of name = context, got {_show(value)}")
-        labels: dict[object, str] = {}
-        for key, context in value.items():
+            raise _Fault(f"must be a table of {what}, got {_show(value)}")
+        pairs: dict[object, object] = {}
+        for key, item in value.items():
             try:
-                labels[key_rule(key)] = _context(context)
+                pairs[key_rule(key)] = value_rule(item)
             except _Fault as fault:
                 raise fault.under(f".{json.dumps(key)}") from None
-        return labels
+        return pairs
 
     return check
+
+
+def _label_map(key_rule: Callable[[str], object]) -> Rule:
+    """A table of name -> context ([access.uid_labels] and the like)."""
+    return _pairs("name = context", key_rule, _context)
 
 
 def _uid(key: str) -> int:
@@ -213,19 +221,45 @@ def _domain(key: str) -> str:
 
 
 def _names(kind: str, check: Rule) -> Rule:
+    """An array of ``kind``, each item passing ``check``, none listed twice."""
+
     def names(value: object) -> tuple[str, ...]:
         if not isinstance(value, list):
             raise _Fault(f"must be an array of {kind}, got {_show(value)}")
-        for index, item in enumerate(value):
-            try:
-                check(item)
-            except _Fault as fault:
-                raise fault.under(f"[{index}]") from None
-            if item in value[:index]:
-                raise _Fault(f"{_show(item)} is listed twice", f"[{index}]")
-        return tuple(value)
+        return _each_once(value, check)
 
     return names
+
+
+def _names_from(options: tuple[str, ...]) -> Rule:
+    """A non-empty array of names from ``options``, none listed twice, in the user's order."""
+    check = _choice(*options)
+
+    def names(value: object) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise _Fault(
+                f"must be a non-empty array of names from {_quoted(options)}, got {_show(value)}"
+            )
+        return _each_once(value, check)
+
+    return names
+
+
+def _each_once(items: list[Any], check: Rule) -> tuple[Any, ...]:
+    """``items`` as a tuple, once each passes ``check`` and none repeats an earlier one."""
+    for index, item in enumerate(items):
+        try:
+            check(item)
+        except _Fault as fault:
+            raise fault.under(f"[{index}]") from None
+        if item in items[:index]:
+            raise _Fault(f"{_show(item)} is listed twice", f"[{index}]")
+    return tuple(items)
+
+
+def _has_control(text: str) -> bool:
+    """Whether ``text`` holds a C0 control character or DEL."""
+    return any(ord(char) < 32 or ord(char) == 127 for char in text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,22 +298,27 @@ def _build(cls: type[_D], table: object) -> _D:
     return cls(**values)
 
 
-def _table_at(data: Mapping[str, object], key: str, cls: type[_D]) -> _D:
+def _table_at(
+    data: Mapping[str, object],
+    key: str,
+    cls: type[_D],
+    check: Callable[[_D, Mapping[str, object]], None] | None = None,
+) -> _D:
     """An optional single [key] table; absent means every default."""
+    table = data.get(key, {})
     try:
-        return _build(cls, data.get(key, {}))
+        item = _build(cls, table)
+        if check is not None:
+            assert isinstance(table, Mapping)  # _build refused anything else
+            check(item, table)
     except _Fault as fault:
         raise fault.under(key) from None
+    return item
 
 
 def _optional_at(data: Mapping[str, object], key: str, cls: type[_D]) -> _D | None:
     """An optional single [key] table; absent means None."""
-    if key not in data:
-        return None
-    try:
-        return _build(cls, data[key])
-    except _Fault as fault:
-        raise fault.under(key) from None
+    return _table_at(data, key, cls) if key in data else None
 
 
 def _array_at(
