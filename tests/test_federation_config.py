@@ -1,4 +1,4 @@
-"""The [nameserver] and [federation] tables and their rules (serouter/config.py)."""
+"""The [nameserver] and [federation] tables and their rules (serouter/config/)."""
 
 from __future__ import annotations
 
