@@ -42,6 +42,7 @@ from tests.router_process import (
     RouterProcess,
     frame_header,
     mask,
+    running,
     upgrade_request,
     use_txaio,
 )
@@ -139,14 +140,8 @@ class AdvancedRouter(RouterProcess):
 @pytest.fixture(scope="module")
 def router() -> Iterator[RouterProcess]:
     """One router per module; at teardown it must exit 0 without internal errors."""
-    process = AdvancedRouter().start()
-    try:
+    with running(AdvancedRouter()) as process:
         yield process
-    finally:
-        output, errors = process.output, process.internal_errors()
-        code = process.stop()
-    assert code == 0, f"serouter exited {code}; output:\n{output}"
-    assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
 
 
 # -- running a scenario ----------------------------------------------------------------------------

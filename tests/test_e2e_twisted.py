@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 from typing import Any, ClassVar
 
-from tests.router_process import RouterProcess, use_txaio
+from tests.router_process import RouterProcess, stop_cleanly, use_txaio
 
 use_txaio("twisted")
 
@@ -47,10 +47,7 @@ def tearDownModule() -> None:
     global _router
     router, _router = _router, None
     if router is not None:
-        output, errors = router.output, router.internal_errors()
-        code = router.stop()
-        assert code == 0, f"serouter exited {code}; output:\n{output}"
-        assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
+        stop_cleanly(router)
 
 
 def shared_router() -> RouterProcess:
