@@ -228,8 +228,12 @@ async def connect(
     realm: str = "realm1",
     authid: str | None = None,
     listener: str | None = None,
+    step: float = STEP_TIMEOUT,
 ) -> Client:
-    """An Autobahn session joined to ``realm`` (anonymous, or ``authid`` with its ticket)."""
+    """An Autobahn session joined to ``realm`` (anonymous, or ``authid`` with its ticket).
+
+    Connecting and joining may take ``step`` seconds each.
+    """
     loop = asyncio.get_running_loop()
     session = Client(ComponentConfig(realm), authid)
     _open.append(session)
@@ -241,19 +245,19 @@ async def connect(
         )
     else:
         factory = WampRawSocketClientFactory(lambda: session, serializer=SERIALIZERS[serializer]())
-    await within(loop.create_connection(factory, "127.0.0.1", router.port(name)))
-    await within(session.joined)
+    await within(loop.create_connection(factory, "127.0.0.1", router.port(name)), step)
+    await within(session.joined, step)
     return session
 
 
-async def close(*sessions: Client) -> None:
-    """Leave with GOODBYE and wait until each connection is gone."""
+async def close(*sessions: Client, step: float = STEP_TIMEOUT) -> None:
+    """Leave with GOODBYE and wait (``step`` seconds each) until each connection is gone."""
     for session in sessions:
         if session.is_attached():
             session.leave()
     for session in sessions:
         try:
-            await within(session.disconnected)
+            await within(session.disconnected, step)
         except TimeoutError:
             session.abort()
             raise AssertionError("the connection stayed open after GOODBYE") from None
