@@ -61,6 +61,7 @@ from autobahn.wamp.types import ComponentConfig  # noqa: E402
 
 TRANSPORTS = ("websocket", "rawsocket")
 BY_TRANSPORT = pytest.mark.parametrize("transport", TRANSPORTS)
+OTHER = {"websocket": "rawsocket", "rawsocket": "websocket"}  # for a mixed pair of clients
 SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
 TEST_TIMEOUT = 8.0
 STEP_TIMEOUT = 3.0
