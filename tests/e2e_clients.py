@@ -42,6 +42,7 @@ from tests.router_process import (
     RouterProcess,
     frame_header,
     mask,
+    running,
     upgrade_request,
     use_txaio,
 )
@@ -60,6 +61,7 @@ from autobahn.wamp.types import ComponentConfig  # noqa: E402
 
 TRANSPORTS = ("websocket", "rawsocket")
 BY_TRANSPORT = pytest.mark.parametrize("transport", TRANSPORTS)
+OTHER = {"websocket": "rawsocket", "rawsocket": "websocket"}  # for a mixed pair of clients
 SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
 TEST_TIMEOUT = 8.0
 STEP_TIMEOUT = 3.0
@@ -139,14 +141,8 @@ class AdvancedRouter(RouterProcess):
 @pytest.fixture(scope="module")
 def router() -> Iterator[RouterProcess]:
     """One router per module; at teardown it must exit 0 without internal errors."""
-    process = AdvancedRouter().start()
-    try:
+    with running(AdvancedRouter()) as process:
         yield process
-    finally:
-        output, errors = process.output, process.internal_errors()
-        code = process.stop()
-    assert code == 0, f"serouter exited {code}; output:\n{output}"
-    assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
 
 
 # -- running a scenario ----------------------------------------------------------------------------
@@ -233,8 +229,12 @@ async def connect(
     realm: str = "realm1",
     authid: str | None = None,
     listener: str | None = None,
+    step: float = STEP_TIMEOUT,
 ) -> Client:
-    """An Autobahn session joined to ``realm`` (anonymous, or ``authid`` with its ticket)."""
+    """An Autobahn session joined to ``realm`` (anonymous, or ``authid`` with its ticket).
+
+    Connecting and joining may take ``step`` seconds each.
+    """
     loop = asyncio.get_running_loop()
     session = Client(ComponentConfig(realm), authid)
     _open.append(session)
@@ -246,19 +246,19 @@ async def connect(
         )
     else:
         factory = WampRawSocketClientFactory(lambda: session, serializer=SERIALIZERS[serializer]())
-    await within(loop.create_connection(factory, "127.0.0.1", router.port(name)))
-    await within(session.joined)
+    await within(loop.create_connection(factory, "127.0.0.1", router.port(name)), step)
+    await within(session.joined, step)
     return session
 
 
-async def close(*sessions: Client) -> None:
-    """Leave with GOODBYE and wait until each connection is gone."""
+async def close(*sessions: Client, step: float = STEP_TIMEOUT) -> None:
+    """Leave with GOODBYE and wait (``step`` seconds each) until each connection is gone."""
     for session in sessions:
         if session.is_attached():
             session.leave()
     for session in sessions:
         try:
-            await within(session.disconnected)
+            await within(session.disconnected, step)
         except TimeoutError:
             session.abort()
             raise AssertionError("the connection stayed open after GOODBYE") from None

@@ -3,8 +3,9 @@
 ``RouterProcess`` writes a TOML config with free loopback ports (or Unix sockets in a temp
 dir), runs ``python -m serouter run -c FILE``, waits until every listener accepts connections
 and stops the router with SIGTERM, keeping its exit code and its log. Every wait is bounded.
-``router_fixture`` makes a pytest fixture of it; trial TestCases call ``start``/``stop`` from
-``setUpClass``/``tearDownClass``.
+``router_fixture`` makes a pytest fixture of it, ``running`` a context for fixtures with their
+own router class; trial TestCases call ``start`` and ``stop_cleanly`` from their set-up and
+tear-down.
 
 ``RawWampClient`` and ``WsClient`` speak WAMP over RawSocket and WebSocket with blocking
 sockets and hand-made frames, so tests can send exactly the bytes they mean, and still have
@@ -23,9 +24,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import cbor2
 import msgpack
@@ -262,20 +264,36 @@ class RouterProcess:
 Scope = Literal["session", "package", "module", "class", "function"]
 
 
+def stop_cleanly(router: RouterProcess, timeout: float = STOP_TIMEOUT) -> None:
+    """Stop ``router``; it must exit 0 and have logged no internal errors."""
+    output, errors = router.output, router.internal_errors()
+    code = router.stop(timeout)
+    assert code == 0, f"serouter exited {code}; output:\n{output}"
+    assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
+
+
+AnyRouter = TypeVar("AnyRouter", bound=RouterProcess)
+
+
+@contextmanager
+def running(router: AnyRouter, stop_timeout: float = STOP_TIMEOUT) -> Iterator[AnyRouter]:
+    """Start ``router`` for the block; after it, ``stop_cleanly`` (a failing block just stops)."""
+    router.start()
+    try:
+        yield router
+    except BaseException:
+        router.stop(stop_timeout)
+        raise
+    stop_cleanly(router, stop_timeout)
+
+
 def router_fixture(scope: Scope = "module", **options: Any) -> Any:
     """A pytest fixture running one router for ``scope``; at teardown it must exit 0, cleanly."""
 
     @pytest.fixture(scope=scope)
     def fixture() -> Iterator[RouterProcess]:
-        router = RouterProcess(**options).start()
-        try:
+        with running(RouterProcess(**options)) as router:
             yield router
-        finally:
-            output = router.output
-            errors = router.internal_errors()
-            code = router.stop()
-        assert code == 0, f"serouter exited {code}; output:\n{output}"
-        assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
 
     return fixture
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import pytest
 
+from tests.router_process import recv_exactly
+
 ROOT = Path(__file__).resolve().parent.parent
 WAMP_CIL = ROOT / "policy" / "wamp.cil"
 STEP = 5.0  # seconds any single socket operation may take
@@ -138,8 +140,10 @@ def require_tool(name: str) -> str:
     return path
 
 
-def secilc(out: Path, *sources: str | Path) -> Path:
-    """Compile CIL sources (texts or files) into the binary policy ``out``."""
+def run_secilc(
+    out: Path, sources: Sequence[str | Path], options: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run secilc on CIL sources (texts are written to files next to ``out``) into ``out``."""
     files: list[str] = []
     for index, source in enumerate(sources):
         if isinstance(source, Path):
@@ -148,10 +152,15 @@ def secilc(out: Path, *sources: str | Path) -> Path:
             path = out.parent / f"{out.stem}.{index}.cil"
             path.write_text(source)
             files.append(str(path))
-    done = subprocess.run(
-        [require_tool("secilc"), "-o", str(out), "-f", os.devnull, *files],
+    return subprocess.run(
+        [require_tool("secilc"), *options, "-o", str(out), "-f", os.devnull, *files],
         capture_output=True, text=True, timeout=60, check=False,
     )
+
+
+def secilc(out: Path, *sources: str | Path) -> Path:
+    """Compile CIL sources (texts or files) into the binary policy ``out``."""
+    done = run_secilc(out, sources)
     assert done.returncode == 0, done.stdout + done.stderr
     return out
 
@@ -192,16 +201,6 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> PolicyBuilder:
 ROLES: dict[str, Any] = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError(f"closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
 class Client:
     """WAMP over RawSocket with JSON, one blocking socket; every wait bounded by STEP."""
 
@@ -211,7 +210,7 @@ class Client:
         self.request = 0
         self.session = 0
         sock.sendall(bytes((0x7F, 0xF1, 0, 0)))  # max length 2**24, JSON
-        reply = _recv_exactly(sock, 4)
+        reply = recv_exactly(sock, 4)
         assert reply[0] == 0x7F and reply[1] & 0x0F == 1, reply
 
     def send(self, message: list[Any]) -> None:
@@ -220,8 +219,8 @@ class Client:
 
     def recv(self) -> list[Any]:
         while True:
-            header = _recv_exactly(self.sock, 4)
-            payload = _recv_exactly(self.sock, int.from_bytes(header[1:], "big"))
+            header = recv_exactly(self.sock, 4)
+            payload = recv_exactly(self.sock, int.from_bytes(header[1:], "big"))
             if header[0] == 0:
                 return json.loads(payload)  # type: ignore[no-any-return]
 

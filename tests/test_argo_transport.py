@@ -19,7 +19,6 @@ from tests.router_process import use_txaio
 use_txaio("twisted")
 
 from autobahn.twisted.rawsocket import WampRawSocketClientFactory  # noqa: E402
-from autobahn.twisted.wamp import ApplicationSession  # noqa: E402
 from autobahn.twisted.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer  # noqa: E402
 from autobahn.wamp.types import ComponentConfig, PublishOptions  # noqa: E402
@@ -40,6 +39,7 @@ from serouter.serializers import JSON, MSGPACK  # noqa: E402
 from serouter.transport import RawSocketFactory, WebSocketFactory  # noqa: E402
 from serouter.transport._base import WampProtocol  # noqa: E402
 from tests.argo_support import PairDriver  # noqa: E402
+from tests.twisted_support import Client  # noqa: E402
 
 STEP = 10.0
 PORT = 5555
@@ -61,30 +61,6 @@ async def eventually(check: Any, what: str, seconds: float = STEP) -> None:
         if reactor.seconds() > deadline:
             raise AssertionError(f"{what}: not within {seconds} s")
         await sleep(0.01)
-
-
-class Client(ApplicationSession):
-    """A session whose join and disconnect are Deferreds."""
-
-    def __init__(self, config: ComponentConfig) -> None:
-        super().__init__(config)
-        self.joined: defer.Deferred[Any] = defer.Deferred()
-        self.disconnected: defer.Deferred[None] = defer.Deferred()
-
-    def onJoin(self, details: Any) -> None:
-        self.joined.callback(details)
-
-    def onLeave(self, details: Any) -> Any:
-        if not self.joined.called:
-            self.joined.errback(AssertionError(f"join refused: {details}"))
-        return super().onLeave(details)
-
-    def onDisconnect(self) -> None:
-        if not self.joined.called:
-            self.joined.errback(AssertionError("disconnected before joining"))
-        if not self.disconnected.called:
-            self.disconnected.callback(None)
-        super().onDisconnect()
 
 
 class ArgoTransportTest(unittest.TestCase):

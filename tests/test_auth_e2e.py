@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.auth_support import Pki
-from tests.router_process import Listener, RawWampClient, RouterProcess, use_txaio
+from tests.router_process import Listener, RawWampClient, RouterProcess, running, use_txaio
 
 use_txaio("asyncio")
 
@@ -134,17 +134,15 @@ auth = ["transport"]
 [realms.transport]
 uid_roles = {{ "0" = "admin", "{NOBODY}" = "guest" }}
 """
-    router = AuthRouter(listeners, realms).start()
+    router = AuthRouter(listeners, realms)
     try:
-        yield Setup(router, pki, files, socket_path)
+        with running(router):
+            yield Setup(router, pki, files, socket_path)
     finally:
-        output, errors = router.output, router.internal_errors()
-        code = router.stop()
         for path in files.iterdir():
             path.unlink()
         files.rmdir()
-    assert code == 0, f"serouter exited {code}; output:\n{output}"
-    assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
+    output = router.output  # all of it: the router has stopped
     assert "alice-ticket" not in output and "bob-secret" not in output  # never logged
 
 

@@ -20,6 +20,7 @@ from tests.e2e_clients import (
     BY_TRANSPORT,
     ERROR,
     HISTORY_LIMIT,
+    OTHER,
     PUBLISH,
     PUBLISHED,
     Client,
@@ -36,7 +37,6 @@ from tests.router_process import RouterProcess
 __all__ = ["router"]  # the module's router fixture
 
 ACK = PublishOptions(acknowledge=True)
-OTHER = {"websocket": "rawsocket", "rawsocket": "websocket"}
 
 
 class Inbox:

@@ -30,6 +30,7 @@ from tests.e2e_clients import (
     INTERRUPT,
     INVOCATION,
     KEEPALIVE,
+    OTHER,
     RESULT,
     YIELD,
     Client,
@@ -45,7 +46,6 @@ from tests.router_process import RouterProcess
 
 __all__ = ["router"]  # the module's router fixture
 
-OTHER = {"websocket": "rawsocket", "rawsocket": "websocket"}
 CANCELED = "wamp.error.canceled"
 
 

@@ -19,21 +19,14 @@ from tests.router_process import RouterProcess, router_fixture, use_txaio
 
 use_txaio("asyncio")
 
-from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
-from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
-from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
-from autobahn.wamp.serializer import (  # noqa: E402
-    CBORSerializer,
-    JsonSerializer,
-    MsgPackSerializer,
-)
-from autobahn.wamp.types import CallResult, ComponentConfig, PublishOptions  # noqa: E402
+from autobahn.wamp.types import CallResult, PublishOptions  # noqa: E402
+
+from tests import e2e_clients  # noqa: E402
+from tests.e2e_clients import SERIALIZERS, TRANSPORTS, Client  # noqa: E402
 
 router = router_fixture()
 
-SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
-TRANSPORTS = ("websocket", "rawsocket")
 MATRIX = pytest.mark.parametrize(
     ("transport", "serializer"), list(itertools.product(TRANSPORTS, SERIALIZERS))
 )
@@ -48,85 +41,19 @@ def uri(name: str) -> str:
     return f"com.example.e2e.{name}.n{next(_unique)}"
 
 
-# Sessions of the running test: a failing test must not leave connections to the shared router.
-_sessions: list[Client] = []
-
-
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     """Run ``scenario`` in a fresh event loop, failing it after TEST_TIMEOUT seconds."""
-
-    async def bounded() -> None:
-        use_txaio("asyncio")  # the Twisted tests may have run in this process meanwhile
-        try:
-            await asyncio.wait_for(scenario(), TEST_TIMEOUT)
-        finally:
-            for session in _sessions:
-                if session.is_connected():
-                    session.abort_transport()
-            _sessions.clear()
-
-    asyncio.run(bounded())
-
-
-class Client(ApplicationSession):
-    """A session whose join and disconnect can be awaited."""
-
-    def __init__(self, config: ComponentConfig) -> None:
-        super().__init__(config)
-        loop = asyncio.get_running_loop()
-        self.joined: asyncio.Future[Any] = loop.create_future()
-        self.disconnected: asyncio.Future[None] = loop.create_future()
-
-    def onJoin(self, details: Any) -> None:
-        self.joined.set_result(details)
-
-    def onLeave(self, details: Any) -> Any:
-        if not self.joined.done():
-            self.joined.set_exception(AssertionError(f"join refused: {details}"))
-        return super().onLeave(details)
-
-    def onDisconnect(self) -> None:
-        if not self.joined.done():
-            self.joined.set_exception(AssertionError("disconnected before joining"))
-        if not self.disconnected.done():
-            self.disconnected.set_result(None)
-        super().onDisconnect()
-
-    def abort_transport(self) -> None:
-        """Drop the TCP connection at once: no GOODBYE, no WebSocket close, no FIN wait."""
-        self._transport.transport.abort()
+    e2e_clients.run(scenario, TEST_TIMEOUT)
 
 
 async def connect(router: RouterProcess, transport: str, serializer: str) -> Client:
     """A session joined to realm1 over ``transport`` with ``serializer``."""
-    loop = asyncio.get_running_loop()
-    session = Client(ComponentConfig("realm1"))
-    _sessions.append(session)
-    factory: Any
-    if transport == "websocket":
-        factory = WampWebSocketClientFactory(
-            lambda: session, url=router.url("websocket"), serializers=[SERIALIZERS[serializer]()]
-        )
-    else:
-        factory = WampRawSocketClientFactory(lambda: session, serializer=SERIALIZERS[serializer]())
-    await asyncio.wait_for(
-        loop.create_connection(factory, "127.0.0.1", router.port(transport)), STEP_TIMEOUT
-    )
-    await asyncio.wait_for(asyncio.shield(session.joined), STEP_TIMEOUT)
-    return session
+    return await e2e_clients.connect(router, transport, serializer, step=STEP_TIMEOUT)
 
 
 async def close(*sessions: Client) -> None:
     """Leave with GOODBYE and wait until each connection is gone."""
-    for session in sessions:
-        if session.is_attached():
-            session.leave()
-    for session in sessions:
-        try:
-            await asyncio.wait_for(asyncio.shield(session.disconnected), STEP_TIMEOUT)
-        except TimeoutError:
-            session.abort_transport()
-            raise AssertionError("the connection stayed open after GOODBYE") from None
+    await e2e_clients.close(*sessions, step=STEP_TIMEOUT)
 
 
 async def pair(router: RouterProcess, transport: str, serializer: str) -> tuple[Client, Client]:
@@ -318,7 +245,7 @@ def test_lost_callee_fails_outstanding_calls(
         await callee.register(never_answers, procedure)
         calls = [asyncio.ensure_future(caller.call(procedure, n)) for n in (1, 2)]
         await asyncio.wait_for(both_invoked, STEP_TIMEOUT)
-        callee.abort_transport()
+        callee.abort()
         done = await asyncio.wait_for(
             asyncio.gather(*calls, return_exceptions=True), STEP_TIMEOUT
         )

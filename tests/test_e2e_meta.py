@@ -20,6 +20,7 @@ from autobahn.wamp.types import PublishOptions, RegisterOptions, SubscribeOption
 from tests.e2e_clients import (
     BY_TRANSPORT,
     EVENT,
+    OTHER,
     SUBSCRIBE,
     SUBSCRIBED,
     Client,
@@ -35,7 +36,6 @@ from tests.router_process import RouterProcess
 
 __all__ = ["router"]  # the module's router fixture
 
-OTHER = {"websocket": "rawsocket", "rawsocket": "websocket"}
 ACK = PublishOptions(acknowledge=True)
 
 

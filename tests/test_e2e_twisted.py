@@ -10,12 +10,11 @@ from __future__ import annotations
 import atexit
 from typing import Any, ClassVar
 
-from tests.router_process import RouterProcess, use_txaio
+from tests.router_process import RouterProcess, stop_cleanly, use_txaio
 
 use_txaio("twisted")
 
 from autobahn.twisted.rawsocket import WampRawSocketClientFactory  # noqa: E402
-from autobahn.twisted.wamp import ApplicationSession  # noqa: E402
 from autobahn.twisted.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.serializer import (  # noqa: E402
@@ -27,6 +26,8 @@ from autobahn.wamp.types import CallResult, ComponentConfig, PublishOptions  # n
 from twisted.internet import defer, reactor  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
 from twisted.trial import unittest  # noqa: E402
+
+from tests.twisted_support import Client  # noqa: E402
 
 SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
 STEP_TIMEOUT = 5.0
@@ -47,10 +48,7 @@ def tearDownModule() -> None:
     global _router
     router, _router = _router, None
     if router is not None:
-        output, errors = router.output, router.internal_errors()
-        code = router.stop()
-        assert code == 0, f"serouter exited {code}; output:\n{output}"
-        assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
+        stop_cleanly(router)
 
 
 def shared_router() -> RouterProcess:
@@ -59,34 +57,6 @@ def shared_router() -> RouterProcess:
         atexit.register(tearDownModule)
     assert _router is not None
     return _router
-
-
-class Client(ApplicationSession):
-    """A session whose join and disconnect are Deferreds."""
-
-    def __init__(self, config: ComponentConfig) -> None:
-        super().__init__(config)
-        self.joined: defer.Deferred[Any] = defer.Deferred()
-        self.disconnected: defer.Deferred[None] = defer.Deferred()
-
-    def onJoin(self, details: Any) -> None:
-        self.joined.callback(details)
-
-    def onLeave(self, details: Any) -> Any:
-        if not self.joined.called:
-            self.joined.errback(AssertionError(f"join refused: {details}"))
-        return super().onLeave(details)
-
-    def onDisconnect(self) -> None:
-        if not self.joined.called:
-            self.joined.errback(AssertionError("disconnected before joining"))
-        if not self.disconnected.called:
-            self.disconnected.callback(None)
-        super().onDisconnect()
-
-    def abort_transport(self) -> None:
-        """Drop the TCP connection at once: no GOODBYE, no WebSocket close."""
-        self._transport.transport.abortConnection()
 
 
 def within(d: defer.Deferred[Any], seconds: float = STEP_TIMEOUT) -> defer.Deferred[Any]:

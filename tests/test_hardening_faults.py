@@ -29,7 +29,7 @@ from tests.hardening_support import (
     settle_rss,
     spawn_client,
 )
-from tests.router_process import RawWampClient, recv_exactly
+from tests.router_process import RawWampClient, recv_exactly, running
 
 KEEPALIVE = {"ping_interval": 0.5, "ping_timeout": 0.5}
 META = ("wamp.session.on_leave", "wamp.registration.on_unregister",
@@ -49,14 +49,8 @@ def listeners(host: str = "127.0.0.1") -> list[LimitedListener]:
 
 @pytest.fixture(scope="module")
 def router() -> Iterator[LimitedRouter]:
-    process = LimitedRouter(listeners()).start()
-    try:
+    with running(LimitedRouter(listeners())) as process:
         yield process
-    finally:
-        output, errors = process.output, process.internal_errors()
-        code = process.stop()
-    assert code == 0, f"serouter exited {code}; output:\n{output}"
-    assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
 
 
 class Observer:

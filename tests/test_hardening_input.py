@@ -37,6 +37,7 @@ from tests.router_process import (
     WsClient,
     frame_header,
     read_until_closed,
+    running,
     upgrade_request,
 )
 
@@ -62,14 +63,9 @@ def router() -> Iterator[LimitedRouter]:
          LimitedListener("rawsocket", name="rawsocket_plain"),
          LimitedListener("websocket", name="websocket_plain", options={"ping_interval": 0})],
         extra_toml=SECURE_REALM,
-    ).start()
-    try:
+    )
+    with running(process):
         yield process
-    finally:
-        output, errors = process.output, process.internal_errors()
-        code = process.stop()
-    assert code == 0, f"serouter exited {code}; output:\n{output}"
-    assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
 
 
 class Healthy:

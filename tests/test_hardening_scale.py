@@ -31,7 +31,7 @@ from tests.hardening_support import (
     joined,
     settle_rss,
 )
-from tests.router_process import recv_exactly
+from tests.router_process import recv_exactly, running
 
 SESSIONS = int(os.environ.get("SEROUTER_SCALE_SESSIONS", "10000"))
 BATCH = 500  # connections opened before their WELCOMEs are read
@@ -52,14 +52,9 @@ def router(fds: int) -> Iterator[LimitedRouter]:
     process = LimitedRouter(
         [LimitedListener("rawsocket", options={"max_connections": SESSIONS + 100})],
         log_level="warn",  # no line per session: the router's time goes to the sessions
-    ).start()
-    try:
+    )
+    with running(process, stop_timeout=60):
         yield process
-    finally:
-        output, errors = process.output, process.internal_errors()
-        code = process.stop(timeout=60)
-    assert code == 0, f"serouter exited {code}; output:\n{output}"
-    assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
 
 
 def open_sessions(router: LimitedRouter, n: int) -> list[socket.socket]:

@@ -28,7 +28,7 @@ from tests.hardening_support import (
     joined,
     settle_rss,
 )
-from tests.router_process import RawWampClient
+from tests.router_process import RawWampClient, running
 
 EVENTS = 100_000
 PAYLOAD = 1024  # bytes of each event's argument
@@ -41,14 +41,9 @@ WINDOW = 50  # PUBLISHes per write
 @pytest.fixture(scope="module")
 def router() -> Iterator[LimitedRouter]:
     # the defaults: max_queued_bytes = 1 MiB, slow_consumer = "drop"
-    process = LimitedRouter([LimitedListener("rawsocket", serializers=("msgpack",))]).start()
-    try:
+    listeners = [LimitedListener("rawsocket", serializers=("msgpack",))]
+    with running(LimitedRouter(listeners)) as process:
         yield process
-    finally:
-        output, errors = process.output, process.internal_errors()
-        code = process.stop()
-    assert code == 0, f"serouter exited {code}; output:\n{output}"
-    assert not errors, "serouter logged internal errors:\n" + "\n".join(errors)
 
 
 class FrameCounter(threading.Thread):

@@ -17,7 +17,7 @@ from websockets.http11 import Response
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from serouter.transport import _wscodec
+from serouter.transport import _wscodec, _wsframe
 from serouter.transport._wscodec import (
     Accepted,
     CloseReceived,
@@ -92,7 +92,7 @@ def frame(
         head += bytes([mask_bit | 127]) + struct.pack("!Q", size)
     if not masked:
         return head + payload
-    return head + mask + _wscodec._py_apply_mask(payload, mask)
+    return head + mask + _wsframe._py_apply_mask(payload, mask)
 
 
 def binary(payload: bytes, **kwargs: object) -> bytes:
@@ -852,7 +852,7 @@ def test_python_mask_fallback_matches_c() -> None:
 
     for size in (0, 1, 3, 4, 5, 127, 1000):
         data = os.urandom(size)
-        assert _wscodec._py_apply_mask(data, MASK) == apply_mask(data, MASK)
+        assert _wsframe._py_apply_mask(data, MASK) == apply_mask(data, MASK)
 
 
 # --- split streams ----------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 The router's Twisted glue feeds every read to `WebSocketServerConnection.receive_data`, writes
 whatever `data_to_send` and the `send_*` methods return, and drops the transport once `closed`
-is true. The HTTP opening handshake is parsed by h11; the frame codec is our own because it is
-the router's hot path: one complete masked frame costs one slice, one C unmask and one event.
+is true. The HTTP opening handshake is parsed by h11 (`_wshandshake` decides the answer); the
+frame codec is our own (`_wsframe` holds its primitives) because it is the router's hot path:
+one complete masked frame costs one slice, one C unmask and one event.
 
 It must never import Twisted or sockets, never do I/O or keep time (keepalive timers belong to
 the glue), never buffer more than `max_message_size` of payload for one message (the limit is
@@ -12,17 +13,36 @@ enforced from frame headers before the payload arrives), and never negotiate ext
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
-import hashlib
-import struct
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 import h11
+
+from serouter.transport._wsframe import (
+    BINARY_HEADERS,
+    FIN,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    TEXT_HEADERS,
+    U16,
+    U64,
+    apply_mask,
+    close_payload,
+    encode_frame,
+    oversize,
+    valid_wire_close_code,
+)
+from serouter.transport._wshandshake import (
+    HttpReply,
+    accept_key,
+    negotiate,
+    switching_protocols,
+)
 
 __all__ = [
     "Accepted",
@@ -33,6 +53,7 @@ __all__ = [
     "Ping",
     "Pong",
     "WebSocketServerConnection",
+    "accept_key",
 ]
 
 
@@ -89,172 +110,6 @@ class Failed:
 
 
 Event = Accepted | Message | Ping | Pong | CloseReceived | Failed
-
-
-# --- unmasking ------------------------------------------------------------------------------
-
-
-def _py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
-    """XOR `data` with the repeated 4-byte `mask` as one big integer (no per-byte loop)."""
-    size = len(data)
-    key = mask * (size // 4) + mask[: size % 4]
-    value = int.from_bytes(data, sys.byteorder) ^ int.from_bytes(key, sys.byteorder)
-    return value.to_bytes(size, sys.byteorder)
-
-
-_apply_mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
-try:
-    from websockets.speedups import apply_mask as _c_apply_mask
-except ImportError:  # pragma: no cover - the C wheel is a declared dependency
-    _apply_mask = _py_apply_mask
-else:
-    _apply_mask = _c_apply_mask
-
-
-# --- frame encoding -------------------------------------------------------------------------
-
-_OP_CONTINUATION: Final = 0x0
-_OP_TEXT: Final = 0x1
-_OP_BINARY: Final = 0x2
-_OP_CLOSE: Final = 0x8
-_OP_PING: Final = 0x9
-_OP_PONG: Final = 0xA
-_FIN: Final = 0x80
-
-_U16: Final = struct.Struct("!H")
-_U64: Final = struct.Struct("!Q")
-
-# Short unmasked server frames are one concatenation with a ready-made header.
-_BINARY_HEADERS: Final = tuple(bytes((_FIN | _OP_BINARY, n)) for n in range(126))
-_TEXT_HEADERS: Final = tuple(bytes((_FIN | _OP_TEXT, n)) for n in range(126))
-
-# Registered codes 1012-1014 are valid on the wire; 1004-1006 and 1015 are reserved and
-# 1016-2999 are unassigned IANA space (RFC 6455 section 7.4).
-_WIRE_CLOSE_CODES: Final = frozenset(range(1000, 1004)) | frozenset(range(1007, 1015))
-
-
-def _frame(first_byte: int, payload: bytes) -> bytes:
-    """Encode one unmasked server frame (servers never mask, RFC 6455 section 5.1)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((first_byte, size)) + payload
-    if size < 0x10000:
-        return bytes((first_byte, 126)) + _U16.pack(size) + payload
-    return bytes((first_byte, 127)) + _U64.pack(size) + payload
-
-
-def _close_payload(code: int | None, reason: str) -> bytes:
-    """Build a close frame body, cutting the reason to fit the 125-byte control limit."""
-    if code is None:
-        return b""
-    raw = reason.encode()[:123].decode("utf-8", "ignore").encode()
-    return _U16.pack(code) + raw
-
-
-def _oversize(length: int) -> tuple[int, str]:
-    """Why a data frame of `length` bytes is refused: malformed (1002) or too big (1009)."""
-    if length >> 63:
-        return 1002, "frame length has the top bit set"
-    return 1009, "message too big"
-
-
-def _valid_wire_close_code(code: int) -> bool:
-    """Whether `code` may appear in a close frame (3000-4999 are for libraries and apps)."""
-    return code in _WIRE_CLOSE_CODES or 3000 <= code < 5000
-
-
-# --- opening handshake ----------------------------------------------------------------------
-
-_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_REASONS: Final = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _HttpReply:
-    """A plain HTTP answer that ends the connection instead of upgrading it."""
-
-    status: int
-    body: str
-    headers: tuple[tuple[str, str], ...] = ()
-
-    def encode(self, server_name: str) -> bytes:
-        """Serialize as an HTTP/1.1 response that tells the client we will close."""
-        body = self.body.encode()
-        lines = [
-            f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Error')}",
-            f"Server: {server_name}",
-            "Content-Type: text/plain; charset=utf-8",
-            f"Content-Length: {len(body)}",
-            "Connection: close",
-            *(f"{name}: {value}" for name, value in self.headers),
-        ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def accept_key(key: bytes) -> bytes:
-    """Compute `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`."""
-    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
-
-
-def _values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
-    """Every value of a possibly repeated header, stripped, in order."""
-    return [value.strip() for key, value in headers if key == name]
-
-
-def _comma_values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
-    """All comma-separated tokens of a possibly repeated header, stripped, in order."""
-    return [token.strip() for value in _values(headers, name) for token in value.split(b",")]
-
-
-def _valid_key(values: list[bytes]) -> bool:
-    """Whether there is exactly one key and it is base64 of 16 bytes."""
-    if len(values) != 1:
-        return False
-    try:
-        return len(base64.b64decode(values[0], validate=True)) == 16
-    except binascii.Error:
-        return False
-
-
-def _negotiate(
-    request: h11.Request, path: str, subprotocols: Sequence[str]
-) -> _HttpReply | tuple[str, bytes]:
-    """Check a request against RFC 6455 section 4.2.1: (subprotocol, key) or the HTTP reply."""
-    headers = list(request.headers)
-    offered_names = ", ".join(subprotocols) or "none"
-    if request.method != b"GET":
-        return _HttpReply(405, "only GET is allowed here\n", (("Allow", "GET"),))
-    if request.target.split(b"?", 1)[0].decode("latin-1") != path:
-        return _HttpReply(404, "serouter: no WebSocket endpoint at this path\n")
-    upgrade = [token.lower() for token in _comma_values(headers, b"upgrade")]
-    if not upgrade:
-        return _HttpReply(
-            200,
-            f"serouter WAMP router: use a WebSocket client (subprotocols {offered_names})\n",
-        )
-    if b"websocket" not in upgrade or request.http_version != b"1.1":
-        return _HttpReply(400, "expected an HTTP/1.1 WebSocket upgrade\n")
-    if b"upgrade" not in [token.lower() for token in _comma_values(headers, b"connection")]:
-        return _HttpReply(400, "Connection header must contain 'upgrade'\n")
-    if _values(headers, b"sec-websocket-version") != [b"13"]:
-        return _HttpReply(
-            426, "only WebSocket version 13 is supported\n", (("Sec-WebSocket-Version", "13"),)
-        )
-    key = _values(headers, b"sec-websocket-key")
-    if not _valid_key(key):
-        return _HttpReply(400, "Sec-WebSocket-Key must be base64 of 16 bytes\n")
-    for offered in _comma_values(headers, b"sec-websocket-protocol"):
-        name = offered.decode("latin-1")
-        if name in subprotocols:
-            return name, key[0]
-    return _HttpReply(400, f"no common subprotocol; this router speaks {offered_names}\n")
 
 
 # --- the connection -------------------------------------------------------------------------
@@ -340,7 +195,7 @@ class WebSocketServerConnection:
                 and len(data) == b1 - 122
                 and b1 - 0x80 <= self._max_size
             ):
-                return [Message(_apply_mask(data[6:], data[2:6]))]
+                return [Message(apply_mask(data[6:], data[2:6]))]
         if self.closed:
             return []
         if self._http is not None:
@@ -375,11 +230,11 @@ class WebSocketServerConnection:
         if isinstance(payload, str):
             raw = payload.encode()
             if len(raw) < 126:
-                return _TEXT_HEADERS[len(raw)] + raw
-            return _frame(_FIN | _OP_TEXT, raw)
+                return TEXT_HEADERS[len(raw)] + raw
+            return encode_frame(FIN | OP_TEXT, raw)
         if len(payload) < 126:
-            return _BINARY_HEADERS[len(payload)] + payload
-        return _frame(_FIN | _OP_BINARY, payload)
+            return BINARY_HEADERS[len(payload)] + payload
+        return encode_frame(FIN | OP_BINARY, payload)
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         """Return a ping frame; the peer's `Pong` event will carry the same payload."""
@@ -387,7 +242,7 @@ class WebSocketServerConnection:
             raise ValueError("a ping payload is at most 125 bytes")
         if not self._open:
             return b""
-        return _frame(_FIN | _OP_PING, payload)
+        return encode_frame(FIN | OP_PING, payload)
 
     def send_close(self, code: int = 1000, reason: str = "") -> bytes:
         """Start the closing handshake and return the close frame.
@@ -395,7 +250,7 @@ class WebSocketServerConnection:
         Before the handshake completed there is nobody to say goodbye to: `closed` is set and
         b"" returned. After a close was sent or received this returns b"".
         """
-        if not _valid_wire_close_code(code):
+        if not valid_wire_close_code(code):
             raise ValueError(f"close code {code} may not be sent")
         if self._http is not None:
             self.closed = True
@@ -403,7 +258,7 @@ class WebSocketServerConnection:
         if self._close_sent or self.closed:
             return b""
         self._stop_sending()
-        return _frame(_FIN | _OP_CLOSE, _close_payload(code, reason))
+        return encode_frame(FIN | OP_CLOSE, close_payload(code, reason))
 
     # --- opening handshake ---
 
@@ -419,14 +274,14 @@ class WebSocketServerConnection:
             # h11's message quotes the peer's bytes; keep those out of replies and logs.
             status = exc.error_status_hint
             problem = "request headers too large" if status == 431 else "malformed HTTP request"
-            return self._reject(_HttpReply(status, problem + "\n"))
+            return self._reject(HttpReply(status, problem + "\n"))
         if request is h11.NEED_DATA:
             return []
         if not isinstance(request, h11.Request):  # pragma: no cover - first event of a server
-            return self._reject(_HttpReply(400, "expected a request\n"))
+            return self._reject(HttpReply(400, "expected a request\n"))
         self.request_headers = list(request.headers)
-        outcome = _negotiate(request, self._path, self._subprotocols)
-        if isinstance(outcome, _HttpReply):
+        outcome = negotiate(request, self._path, self._subprotocols)
+        if isinstance(outcome, HttpReply):
             return self._reject(outcome)
         return self._accept(request, *outcome)
 
@@ -437,14 +292,7 @@ class WebSocketServerConnection:
         self._http = None
         self.subprotocol = subprotocol
         self._open = self._fast = True
-        self._out += (
-            b"HTTP/1.1 101 Switching Protocols\r\n"
-            b"Upgrade: websocket\r\n"
-            b"Connection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n"
-            b"Sec-WebSocket-Protocol: " + subprotocol.encode("latin-1") + b"\r\n"
-            b"Server: " + self._server_name.encode("latin-1") + b"\r\n\r\n"
-        )
+        self._out += switching_protocols(key, subprotocol, self._server_name)
         path = request.target.split(b"?", 1)[0].decode("latin-1")
         events: list[Event] = [Accepted(subprotocol, path)]
         if trailing:
@@ -453,7 +301,7 @@ class WebSocketServerConnection:
             events += self.receive_data(b"")
         return events
 
-    def _reject(self, reply: _HttpReply) -> list[Event]:
+    def _reject(self, reply: HttpReply) -> list[Event]:
         """Answer with plain HTTP and close; a 200 status page is not a failure."""
         self._http = None
         self._out += reply.encode(self._server_name)
@@ -488,17 +336,17 @@ class WebSocketServerConnection:
             elif length == 127:
                 if size - pos < 10:
                     break
-                length = _U64.unpack_from(buf, pos + 2)[0]
+                length = U64.unpack_from(buf, pos + 2)[0]
                 start = pos + 14
             # Decided from the header alone, so an oversized payload is never buffered.
             # Control frames were limited to 125 bytes by _check_first_bytes.
             if length > self._room and not b0 & 0x08:
-                self._fail(*_oversize(length), events)
+                self._fail(*oversize(length), events)
                 return size
             stop = start + length
             if stop > size:
                 break
-            payload = _apply_mask(buf[start:stop], buf[start - 4 : start])
+            payload = apply_mask(buf[start:stop], buf[start - 4 : start])
             pos = stop
             if fast:
                 events.append(Message(payload))
@@ -515,39 +363,39 @@ class WebSocketServerConnection:
         if b0 & 0x70:
             return "reserved bits set"
         opcode = b0 & 0x0F
-        if opcode >= _OP_CLOSE:
-            if opcode > _OP_PONG:
+        if opcode >= OP_CLOSE:
+            if opcode > OP_PONG:
                 return f"unknown opcode {opcode:#x}"
-            if not b0 & _FIN:
+            if not b0 & FIN:
                 return "fragmented control frame"
             if b1 & 0x7F > 125:
                 return "control frame payload over 125 bytes"
             return None
-        if opcode == _OP_CONTINUATION:
+        if opcode == OP_CONTINUATION:
             return None if self._frag_opcode else "continuation frame without a message"
-        if opcode > _OP_BINARY:
+        if opcode > OP_BINARY:
             return f"unknown opcode {opcode:#x}"
         return "new message inside a fragmented message" if self._frag_opcode else None
 
     def _on_frame(self, b0: int, payload: bytes, events: list[Event]) -> None:
         """Act on one complete frame that passed the header checks."""
         opcode = b0 & 0x0F
-        if opcode == _OP_PING:
+        if opcode == OP_PING:
             if not self._close_sent:  # no pongs after our close frame
-                self._out += _frame(_FIN | _OP_PONG, payload)
+                self._out += encode_frame(FIN | OP_PONG, payload)
                 events.append(Ping(payload))
-        elif opcode == _OP_PONG:
+        elif opcode == OP_PONG:
             events.append(Pong(payload))
-        elif opcode == _OP_CLOSE:
+        elif opcode == OP_CLOSE:
             self._on_close(payload, events)
-        elif b0 & _FIN and opcode != _OP_CONTINUATION:
+        elif b0 & FIN and opcode != OP_CONTINUATION:
             self._on_whole_message(opcode, payload, events)
         else:
-            self._on_fragment(opcode, bool(b0 & _FIN), payload, events)
+            self._on_fragment(opcode, bool(b0 & FIN), payload, events)
 
     def _on_whole_message(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         """Deliver an unfragmented message the fast path did not take."""
-        if opcode == _OP_BINARY:
+        if opcode == OP_BINARY:
             self._deliver(payload, events)
             return
         try:
@@ -559,10 +407,10 @@ class WebSocketServerConnection:
 
     def _on_fragment(self, opcode: int, fin: bool, payload: bytes, events: list[Event]) -> None:
         """Collect one fragment; decode text as it arrives so bad UTF-8 fails at once."""
-        if opcode != _OP_CONTINUATION:
+        if opcode != OP_CONTINUATION:
             self._frag_opcode = opcode
             self._fast = False
-            self._decoder = codecs.getincrementaldecoder("utf-8")() if opcode == _OP_TEXT else None
+            self._decoder = codecs.getincrementaldecoder("utf-8")() if opcode == OP_TEXT else None
         self._room -= len(payload)
         if self._decoder is not None:
             try:
@@ -598,8 +446,8 @@ class WebSocketServerConnection:
             self._fail(1002, "close frame with a 1-byte payload", events)
             return
         if payload:
-            code = _U16.unpack_from(payload)[0]
-            if not _valid_wire_close_code(code):
+            code = U16.unpack_from(payload)[0]
+            if not valid_wire_close_code(code):
                 self._fail(1002, f"invalid close code {code}", events)
                 return
             try:
@@ -608,7 +456,7 @@ class WebSocketServerConnection:
                 self._fail(1007, "close reason is not valid UTF-8", events)
                 return
         if not self._close_sent:
-            self._out += _frame(_FIN | _OP_CLOSE, _close_payload(code, ""))
+            self._out += encode_frame(FIN | OP_CLOSE, close_payload(code, ""))
             self._stop_sending()
         self.closed = True
         events.append(CloseReceived(code, reason))
@@ -624,7 +472,7 @@ class WebSocketServerConnection:
     def _fail(self, code: int, reason: str, events: list[Event]) -> None:
         """Close with `code` unless our close frame is already out; nothing follows."""
         if not self._close_sent:
-            self._out += _frame(_FIN | _OP_CLOSE, _close_payload(code, reason))
+            self._out += encode_frame(FIN | OP_CLOSE, close_payload(code, reason))
             self._stop_sending()
         self.closed = True
         events.append(Failed(code, reason))

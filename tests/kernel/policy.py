@@ -19,11 +19,9 @@ a permissive domain);
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-from tests.selinux_policy import CONTEXTS, WAMP_CIL, A, B, C, module_cil, require_tool
+from tests.selinux_policy import CONTEXTS, WAMP_CIL, A, B, C, module_cil, run_secilc
 
 ROUTER = "system_u:system_r:serouter_t:s0"
 A_HIGH = "system_u:system_r:client_a_t:s1"
@@ -98,19 +96,7 @@ CHANGED_RULE_CIL = """
 
 def secilc(out: Path, *sources: str | Path) -> Path:
     """Compile CIL texts and files into the binary policy ``out`` (version 33, MLS)."""
-    files: list[str] = []
-    for index, source in enumerate(sources):
-        if isinstance(source, Path):
-            files.append(str(source))
-        else:
-            path = out.parent / f"{out.stem}.{index}.cil"
-            path.write_text(source)
-            files.append(str(path))
-    done = subprocess.run(
-        [require_tool("secilc"), "-c", "33", "-M", "true", "-o", str(out), "-f", os.devnull,
-         *files],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    done = run_secilc(out, sources, ("-c", "33", "-M", "true"))
     if done.returncode != 0:
         raise RuntimeError(f"secilc {out.name}: {done.stdout}{done.stderr}")
     return out
