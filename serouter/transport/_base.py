@@ -22,7 +22,7 @@ from serouter.core import uris
 from serouter.core.messages import CALL, RESULT, Outgoing, ProtocolViolation, parse
 from serouter.core.peer import TransportInfo
 from serouter.serializers import Serializer
-from serouter.transport._flow import REFUSED_URI, ListenerLimits, Outflow, Verdict
+from serouter.transport._flow import REFUSED_URI, SEND, ListenerLimits, Outflow, Verdict
 
 if TYPE_CHECKING:
     from serouter.core.router import Router
@@ -272,7 +272,7 @@ class WampProtocol(Protocol):
             return uris.PAYLOAD_SIZE_EXCEEDED
         if self.outflow.paused:
             verdict = self.outflow.judge(message, len(data))
-            if verdict is not Verdict.SEND:
+            if verdict is not SEND:
                 return self._over_limit(message, verdict)
         code = message.TYPE
         self._tx[code] += 1

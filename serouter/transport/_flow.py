@@ -37,6 +37,9 @@ class Verdict(Enum):
     CLOSE = "close"  # the peer does not read: close it
 
 
+# Python 3.11 finds an enum member through ``EnumType.__getattr__`` (~140 ns); ``judge`` runs
+# for every message sent while a peer is not reading, so it returns this name.
+SEND = Verdict.SEND
 REFUSED_URI = uris.NO_AVAILABLE_CALLEE
 
 
@@ -69,7 +72,7 @@ class Outflow:
         """Only called while paused."""
         if self.queued + size <= self.limits.max_queued_bytes:
             self.queued += size
-            return Verdict.SEND
+            return SEND
         kind = type(message)
         if kind is Event:
             if self.limits.slow_consumer == "drop":
