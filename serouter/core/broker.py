@@ -222,10 +222,8 @@ class Broker:
             details: dict[str, Any] = {}
             if self.disclose_publisher == "force":
                 details = self._publisher(session)
-            out = self._events(
-                msg.topic, publication, details, msg.args, msg.kwargs, audience=None,
-                publisher=session,
-            )
+            out = self._events(msg.topic, publication, details, msg.args, msg.kwargs,
+                               audience=None, publisher=session)
             if msg.topic in self._history:
                 self._keep(msg.topic, publication, details, msg, Audience(session.id))
             for listener in self.publish_listeners:
@@ -291,10 +289,14 @@ class Broker:
         for sub in self._subscriptions.matching(topic):
             d = details if sub.match == EXACT else {**details, "topic": topic}
             event = Event(sub.id, publication, d, args, kwargs)
-            if audience is None:
-                out += [(s, event) for s in sub.subscribers.values() if s is not publisher]
+            if audience is None:  # (a plain loop: a comprehension is a call on Python 3.11)
+                for s in sub.subscribers.values():
+                    if s is not publisher:
+                        out.append((s, event))
             else:
-                out += [(s, event) for s in sub.subscribers.values() if audience.admits(s)]
+                for s in sub.subscribers.values():
+                    if audience.admits(s):
+                        out.append((s, event))
         return out
 
     def _keep(
