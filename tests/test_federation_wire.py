@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from serouter.core.messages import with_payload
 from serouter.federation import _wire as w
 
 
@@ -79,6 +80,6 @@ def test_anything_else_is_a_wire_error(message: object) -> None:
 
 
 def test_payload_helpers() -> None:
-    assert w.with_payload([50, 1, {}], None, None) == [50, 1, {}]
-    assert w.with_payload([50, 1, {}], None, {"k": 1}) == [50, 1, {}, [], {"k": 1}]
+    assert with_payload([50, 1, {}], None, None) == [50, 1, {}]
+    assert with_payload([50, 1, {}], None, {"k": 1}) == [50, 1, {}, [], {"k": 1}]
     assert w.args_kwargs([50, 1, {}, [1]], 3) == ([1], None)

@@ -43,7 +43,7 @@ INVOCATION = 68
 INTERRUPT = 69
 YIELD = 70
 
-def _payload(msg: list[Any], args: Args, kwargs: Kwargs) -> list[Any]:
+def with_payload(msg: list[Any], args: Args, kwargs: Kwargs) -> list[Any]:
     """Append Arguments/ArgumentsKw, leaving out trailing empty ones as the spec asks."""
     if kwargs:
         msg.append(args if args is not None else [])
@@ -107,7 +107,7 @@ class Error:
     kwargs: Kwargs = None
 
     def marshal(self) -> list[Any]:
-        return _payload(
+        return with_payload(
             [ERROR, self.request_type, self.request, self.details, self.error],
             self.args,
             self.kwargs,
@@ -164,7 +164,7 @@ class Event:
     serialized: dict[str, bytes] = field(default_factory=dict)
 
     def marshal(self) -> list[Any]:
-        return _payload(
+        return with_payload(
             [EVENT, self.subscription, self.publication, self.details], self.args, self.kwargs
         )
 
@@ -178,7 +178,7 @@ class Result:
     kwargs: Kwargs = None
 
     def marshal(self) -> list[Any]:
-        return _payload([RESULT, self.request, self.details], self.args, self.kwargs)
+        return with_payload([RESULT, self.request, self.details], self.args, self.kwargs)
 
 
 @dataclass(slots=True)
@@ -210,7 +210,7 @@ class Invocation:
     kwargs: Kwargs = None
 
     def marshal(self) -> list[Any]:
-        return _payload(
+        return with_payload(
             [INVOCATION, self.request, self.registration, self.details], self.args, self.kwargs
         )
 

@@ -73,6 +73,7 @@ from serouter.core._message_types import (
     Yield,
     error_reply,
     type_name,
+    with_payload,
 )
 
 # The message objects and codes are re-exported: importers use this module alone.
@@ -85,7 +86,7 @@ __all__ = [
     "Hello", "Incoming", "Interrupt", "Invocation", "InvocationError", "Kwargs", "Outgoing",
     "ProtocolViolation", "Publish", "Published", "Register", "Registered", "Result",
     "Subscribe", "Subscribed", "Unregister", "Unregistered", "Unsubscribe", "Unsubscribed",
-    "Welcome", "Yield", "error_reply", "parse", "type_name",
+    "Welcome", "Yield", "error_reply", "parse", "type_name", "with_payload",
 ]
 
 

@@ -176,13 +176,3 @@ def args_kwargs(m: list[Any], start: int) -> tuple[list[Any] | None, dict[str, A
     """The optional Arguments and ArgumentsKw of a checked message."""
     n = len(m)
     return (m[start] if n > start else None), (m[start + 1] if n > start + 1 else None)
-
-
-def with_payload(m: list[Any], args: list[Any] | None, kwargs: dict[str, Any] | None) -> list[Any]:
-    """Append Arguments/ArgumentsKw as the spec asks (trailing empty ones left out)."""
-    if kwargs:
-        m.append(args if args is not None else [])
-        m.append(kwargs)
-    elif args:
-        m.append(args)
-    return m
