@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from serouter.core import uris
 from serouter.federation import _wire as w
 from serouter.serializers import BY_NAME, Serializer
-from serouter.transport._base import WriteBatcher
+from serouter.transport._base import WriteBatcher, write_through
 
 log = Logger(namespace="serouter.federation")
 
@@ -330,12 +330,12 @@ class WampClient(TwistedProtocol):
                 batcher.dirty.append(cast(Any, self))  # duck-typed: flush_writes()
             self._writes.append(data)
         elif self.transport is not None:
-            self.transport.write(data)
+            write_through(self.transport, data)
 
     def flush_writes(self) -> None:
         writes, self._writes = self._writes, []
         if writes and self.transport is not None:
-            self.transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+            write_through(self.transport, writes[0] if len(writes) == 1 else b"".join(writes))
 
     # -- the caller and subscriber roles ------------------------------------------------------
 
