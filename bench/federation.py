@@ -1,10 +1,21 @@
 """``python -m bench.federation``: what federation costs, measured on processes.
 
-Starts a name server and two routers, A and B (static discovery, loopback, msgpack), the three
-pinned to CPU 0 and the generator to CPU 1, then measures:
+Starts a name server and two routers, A and B (static discovery, loopback, msgpack), and
+places them on the machine's two CPUs by ``--topology``:
+
+- ``vm`` (the default): each CPU is one VM, as in a deployment. CPU 0 is VM A: router A and its
+  callers, and the callee of a local call. CPU 1 is VM B: router B and the callee of a remote
+  call. The callee runs in a process of its own (``--serve-callee``), pinned to its VM's CPU.
+- ``shared``: both routers (and the name server) on CPU 0, the generator with the callers and
+  every callee on CPU 1. No deployment looks like this (A and B take turns on one core and
+  evict each other's caches), but it measures how much router CPU a call costs each router.
+
+Then it measures:
 
 - ``local-latency`` / ``remote-latency``: one caller on A, exactly one call outstanding, the
   callee on A (local) or on B (remote: A's proxy forwards to B). Target: remote p50 <= 2x local.
+  With one call in flight, latency is the sum of every process's work along the way: see
+  docs/federation.md for how the two topologies differ.
 - ``local-rpc`` / ``remote-rpc``: 4 callers x 64 outstanding calls: router CPU per call, A's
   and B's apart (a remote call costs both routers).
 - ``ns-lookup``: 200 simulated routers joined to the name server (each subscribed to its
@@ -23,6 +34,7 @@ import gc
 import json
 import os
 import random
+import selectors
 import shlex
 import signal
 import statistics
@@ -158,22 +170,37 @@ class SplitRun(Run):
     """A bench.loadgen run whose callee joins another router than its callers."""
 
     def __init__(self, scenario: Scenario, callers: Target, callee: Target, codec: Codec,
-                 nameserver: Target) -> None:
+                 nameserver: Target, *, callee_cpu: int | None = None) -> None:
         super().__init__(scenario, callers, codec)
         self._callee_target, self._nameserver = callee, nameserver
+        self._callee_cpu = callee_cpu  # None: the callee is a session of this process
+        self._callee_process: subprocess.Popen[str] | None = None
 
     def setup(self) -> None:
         sc = self.scenario
-        callee = connect(self._callee_target, "rawsocket", self._codec, "callee", SETUP)
-        self.peers.append(callee)
-        callee.join(REALM, SETUP)
-        self.callee = Callee(callee)
-        self.callee.setup()
+        if self._callee_cpu is None:
+            callee = connect(self._callee_target, "rawsocket", self._codec, "callee", SETUP)
+            self.peers.append(callee)
+            callee.join(REALM, SETUP)
+            self.callee = Callee(callee)
+            self.callee.setup()
+        else:
+            self._callee_process = start_callee(self._callee_target, self._callee_cpu)
         if self._callee_target != self._target:
             self._wait_announced(f"tcp:{HOST}:{self._callee_target.rawsocket_port}")
         self.callers = [Caller(self._peer(f"caller{i}"), self.stats, sc.window)
                         for i in range(sc.sessions)]
         self._attach_all()
+
+    def callee_cpu(self) -> float:
+        """CPU seconds of the callee process (0 when the callee is a session of this one)."""
+        process = self._callee_process
+        return process_cpu_seconds(process.pid) if process is not None else 0.0
+
+    def close(self) -> None:
+        super().close()
+        if self._callee_process is not None:
+            stop_callee(self._callee_process)
 
     def _wait_announced(self, endpoint: str) -> None:
         """Until the name server names the callee's router for the procedure."""
@@ -189,9 +216,51 @@ class SplitRun(Run):
             probe.close()
 
 
+def start_callee(target: Target, cpu: int) -> subprocess.Popen[str]:
+    """A callee process (``--serve-callee``) on ``cpu``, registered once this returns."""
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "bench.federation", "--serve-callee",
+         f"{target.host}:{target.rawsocket_port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    pin(popen.pid, cpu)
+    assert popen.stdout is not None
+    line = popen.stdout.readline()  # "registered", or nothing if it failed (it says why)
+    if line.strip() != "registered":
+        stop_callee(popen)
+        raise BenchError(f"the callee process did not register: {line!r}")
+    return popen
+
+
+def stop_callee(popen: subprocess.Popen[str]) -> None:
+    popen.terminate()
+    try:
+        popen.wait(10)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait()
+
+
+def serve_callee(address: str) -> int:
+    """``--serve-callee HOST:PORT``: register bench.echo there and answer until terminated."""
+    host, port = address.rsplit(":", 1)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    peer = session(Target(host, int(port), None, "/ws", REALM), get_codec("msgpack"), "callee")
+    callee = Callee(peer)
+    callee.setup()
+    selector = selectors.DefaultSelector()
+    peer.attach(selector, callee.handle)
+    print("registered", flush=True)
+    gc.disable()
+    while True:
+        for key, mask in selector.select():
+            key.data(mask)
+
+
 def measure_calls(sc: Scenario, callers: Process, callee: Process, nameserver: Process, *,
-                  codec: Codec, warmup: float, duration: float) -> dict[str, Any]:
-    run = SplitRun(sc, callers.target(), callee.target(), codec, nameserver.target())
+                  codec: Codec, warmup: float, duration: float,
+                  callee_cpu: int | None = None) -> dict[str, Any]:
+    run = SplitRun(sc, callers.target(), callee.target(), codec, nameserver.target(),
+                   callee_cpu=callee_cpu)
     gc.collect()
     gc.disable()
     try:
@@ -199,12 +268,12 @@ def measure_calls(sc: Scenario, callers: Process, callee: Process, nameserver: P
         run.start()
         run.loop(warmup, 5.0)
         start = (time.perf_counter(), run.stats.ops, callers.cpu(), callee.cpu(),
-                 own_cpu_seconds(), machine_busy_seconds())
+                 own_cpu_seconds() + run.callee_cpu(), machine_busy_seconds())
         run.stats.recording = True
         run.loop(duration, 5.0)
         run.stats.recording = False
         end = (time.perf_counter(), run.stats.ops, callers.cpu(), callee.cpu(),
-               own_cpu_seconds(), machine_busy_seconds())
+               own_cpu_seconds() + run.callee_cpu(), machine_busy_seconds())
         run.stop(drain_timeout=5.0)
     finally:
         gc.enable()
@@ -311,6 +380,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runs of each call scenario (interleaved); medians reported")
     p.add_argument("--nice", type=int, help="run everything at this nice value (root: < 0)")
     p.add_argument("--skip", nargs="*", default=[], choices=["calls", "lookups"])
+    p.add_argument("--topology", choices=["vm", "shared"], default="vm",
+                   help="where routers and clients run (see above)")
+    p.add_argument("--serve-callee", metavar="HOST:PORT", help=argparse.SUPPRESS)
     p.add_argument("--no-save", action="store_true")
     return p.parse_args(argv)
 
@@ -367,10 +439,12 @@ def measure_all_calls(a: Process, b: Process, ns: Process, codec: Codec,
         ("remote-rpc", Scenario("rpc", "rpc", "rawsocket", 4, 64, ""), b),
     ]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _sc, _callee in scenarios}
+    vm = args.topology == "vm"
     for i in range(args.repeat):
         for name, sc, callee in scenarios:
+            callee_cpu = (0 if callee is a else 1) if vm else None
             run = measure_calls(sc, a, callee, ns, codec=codec, warmup=args.warmup,
-                                duration=args.duration)
+                                duration=args.duration, callee_cpu=callee_cpu)
             runs[name].append(run)
             print(f"{name} {i + 1}/{args.repeat}: p50 {run['p50_ms']:.3f} ms, "
                   f"routers {run['routers_us_per_op']:.1f} µs/op, "
@@ -380,8 +454,11 @@ def measure_all_calls(a: Process, b: Process, ns: Process, codec: Codec,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.serve_callee:
+        return serve_callee(args.serve_callee)
     codec = get_codec("msgpack")
-    pin(0, 1)
+    vm = args.topology == "vm"
+    pin(0, 0 if vm else 1)
     if args.nice is not None:  # before the routers start: they inherit it
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     results: dict[str, dict[str, Any]] = {}
@@ -390,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ns = fed.start("nameserver", "nameserver")
             if "calls" not in args.skip:
-                a = fed.start("a", "router", ns.port)
-                b = fed.start("b", "router", ns.port)
+                a = fed.start("a", "router", ns.port, cpu=0)
+                b = fed.start("b", "router", ns.port, cpu=1 if vm else 0)
                 results.update(measure_all_calls(a, b, ns, codec, args))
             if "lookups" not in args.skip:
                 results["ns-lookup"] = measure_lookups(ns, codec, args.routers, args.per_router,
@@ -399,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             problems = fed.log_problems()
         finally:
             fed.stop()
-    print(report(results))
+    print(f"topology: {args.topology}\n" + report(results))
     if problems:
         print("\nrouter logs:\n" + "\n".join(problems[:20]))
     if not args.no_save:
