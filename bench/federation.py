@@ -16,6 +16,10 @@ Then it measures:
   callee on A (local) or on B (remote: A's proxy forwards to B). Target: remote p50 <= 2x local.
   With one call in flight, latency is the sum of every process's work along the way: see
   docs/federation.md for how the two topologies differ.
+- ``paired-latency``: one caller on A alternates a local and a remote call, one at a time, each
+  to a callee of its own (procedures ``bench.echo.a`` on A, ``bench.echo.b`` on B). Both kinds
+  see the same moments of the machine, so their ratio stands up to noise from other programs
+  (this machine's host takes CPU away at times) better than runs seconds apart do.
 - ``local-rpc`` / ``remote-rpc``: 4 callers x 64 outstanding calls: router CPU per call, A's
   and B's apart (a remote call costs both routers).
 - ``ns-lookup``: 200 simulated routers joined to the name server (each subscribed to its
@@ -48,6 +52,7 @@ from typing import Any
 
 from bench.loadgen import (
     CALL,
+    PAYLOAD,
     RESULT,
     Callee,
     Caller,
@@ -58,7 +63,7 @@ from bench.loadgen import (
 from bench.peer import Peer, Target, connect
 from bench.procstat import machine_busy_seconds, own_cpu_seconds, process_cpu_seconds
 from bench.router import free_port, pin, pin_threads, wait_listening
-from bench.wire import BenchError, Codec, get_codec
+from bench.wire import BenchError, Codec, FramedTemplate, get_codec
 
 ERROR = 8
 HOST = "127.0.0.1"
@@ -187,7 +192,8 @@ class SplitRun(Run):
         else:
             self._callee_process = start_callee(self._callee_target, self._callee_cpu)
         if self._callee_target != self._target:
-            self._wait_announced(f"tcp:{HOST}:{self._callee_target.rawsocket_port}")
+            wait_announced(self._nameserver, self._codec, "bench.echo",
+                           f"tcp:{HOST}:{self._callee_target.rawsocket_port}")
         self.callers = [Caller(self._peer(f"caller{i}"), self.stats, sc.window)
                         for i in range(sc.sessions)]
         self._attach_all()
@@ -202,25 +208,14 @@ class SplitRun(Run):
         if self._callee_process is not None:
             stop_callee(self._callee_process)
 
-    def _wait_announced(self, endpoint: str) -> None:
-        """Until the name server names the callee's router for the procedure."""
-        probe = session(self._nameserver, self._codec, "probe")
-        deadline = time.monotonic() + SETUP
-        try:
-            while endpoint not in [p["endpoint"] for p in call(
-                    probe, "serouter.ns.lookup", ["procedure", "bench.echo", {}])[3][0]]:
-                if time.monotonic() > deadline:
-                    raise BenchError("router B's registration never reached the name server")
-                time.sleep(0.05)
-        finally:
-            probe.close()
 
 
-def start_callee(target: Target, cpu: int) -> subprocess.Popen[str]:
+def start_callee(target: Target, cpu: int | None, procedure: str = "bench.echo"
+                 ) -> subprocess.Popen[str]:
     """A callee process (``--serve-callee``) on ``cpu``, registered once this returns."""
     popen = subprocess.Popen(
         [sys.executable, "-m", "bench.federation", "--serve-callee",
-         f"{target.host}:{target.rawsocket_port}"],
+         f"{target.host}:{target.rawsocket_port}", "--procedure", procedure],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
     pin(popen.pid, cpu)
     assert popen.stdout is not None
@@ -240,12 +235,12 @@ def stop_callee(popen: subprocess.Popen[str]) -> None:
         popen.wait()
 
 
-def serve_callee(address: str) -> int:
-    """``--serve-callee HOST:PORT``: register bench.echo there and answer until terminated."""
+def serve_callee(address: str, procedure: str) -> int:
+    """``--serve-callee HOST:PORT``: register ``procedure`` there, answer until terminated."""
     host, port = address.rsplit(":", 1)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     peer = session(Target(host, int(port), None, "/ws", REALM), get_codec("msgpack"), "callee")
-    callee = Callee(peer)
+    callee = Callee(peer, procedure)
     callee.setup()
     selector = selectors.DefaultSelector()
     peer.attach(selector, callee.handle)
@@ -292,6 +287,65 @@ def measure_calls(sc: Scenario, callers: Process, callee: Process, nameserver: P
         "routers_us_per_op": (a_cpu + (b_cpu if remote else 0.0)) / ops * 1e6,
         "other_cpu_pct": max(other, 0.0) / seconds * 100,
         "warnings": run.warnings,
+    }
+
+
+def wait_announced(nameserver: Target, codec: Codec, procedure: str, endpoint: str) -> None:
+    """Until the name server names ``endpoint``'s router for ``procedure``."""
+    probe = session(nameserver, codec, "probe")
+    deadline = time.monotonic() + SETUP
+    try:
+        while endpoint not in [p["endpoint"] for p in call(
+                probe, "serouter.ns.lookup", ["procedure", procedure, {}])[3][0]]:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{procedure} never reached the name server")
+            time.sleep(0.05)
+    finally:
+        probe.close()
+
+
+def measure_paired(a: Process, b: Process, ns: Process, codec: Codec, *, vm: bool,
+                   warmup: float, duration: float) -> dict[str, Any]:
+    """One caller on A alternating a local and a remote call, one outstanding; the p50s."""
+    callees = [start_callee(a.target(), 0 if vm else 1, "bench.echo.a")]
+    try:
+        callees.append(start_callee(b.target(), 1, "bench.echo.b"))
+        wait_announced(ns.target(), codec, "bench.echo.b", f"tcp:{HOST}:{b.port}")
+        caller = session(a.target(), codec, "caller")
+        frames = [FramedTemplate(codec, caller.framing, [CALL, 0, {}, f"bench.echo.{x}",
+                                                          [PAYLOAD]]) for x in "ab"]
+        times: tuple[list[float], list[float]] = ([], [])
+        gc.collect()
+        gc.disable()
+        try:
+            for window, record in ((warmup, False), (duration, True)):
+                end = time.perf_counter() + window
+                while time.perf_counter() < end:
+                    for kind in (0, 1):
+                        request = caller.request_id()
+                        data = frames[kind].frames([request])
+                        sent = time.perf_counter()
+                        caller.sock.sendall(data)
+                        answer = caller.receive(SETUP, "a RESULT")
+                        took = time.perf_counter() - sent
+                        if answer[0] != RESULT or answer[1] != request:
+                            raise BenchError(f"paired call: {answer!r:.200}")
+                        if record:
+                            times[kind].append(took)
+        finally:
+            gc.enable()
+            caller.close()
+    finally:
+        for popen in callees:
+            stop_callee(popen)
+    local, remote = sorted(times[0]), sorted(times[1])
+    return {
+        "pairs": float(len(local)),
+        "local_p50_ms": percentile(local, 0.5) * 1e3,
+        "remote_p50_ms": percentile(remote, 0.5) * 1e3,
+        "local_p99_ms": percentile(local, 0.99) * 1e3,
+        "remote_p99_ms": percentile(remote, 0.99) * 1e3,
+        "ratio": percentile(remote, 0.5) / percentile(local, 0.5),
     }
 
 
@@ -383,6 +437,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--topology", choices=["vm", "shared"], default="vm",
                    help="where routers and clients run (see above)")
     p.add_argument("--serve-callee", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    p.add_argument("--procedure", default="bench.echo", help=argparse.SUPPRESS)
     p.add_argument("--no-save", action="store_true")
     return p.parse_args(argv)
 
@@ -395,7 +450,7 @@ def report(results: dict[str, dict[str, Any]]) -> str:
     lines = [f"{'scenario':18} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'A µs/op':>8} "
              f"{'B µs/op':>8} {'sum µs/op':>9} {'other%':>7}"]
     for name, r in results.items():
-        if name == "ns-lookup":
+        if name in ("ns-lookup", "paired-latency"):
             continue
         lines.append(
             f"{name:18} {r['ops_per_s']:9,.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
@@ -406,6 +461,13 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         ratio = remote["p50_ms"] / local["p50_ms"]
         lines.append(f"\nremote/local p50 latency: {ratio:.2f}x (target <= 2x: "
                      f"{'ok' if ratio <= 2 else 'MISS'})")
+    paired = results.get("paired-latency")
+    if paired:
+        lines.append(
+            f"paired (alternating local and remote calls, {paired['pairs']:,.0f} pairs): "
+            f"local p50 {paired['local_p50_ms']:.3f} ms, remote p50 "
+            f"{paired['remote_p50_ms']:.3f} ms, remote/local {paired['ratio']:.2f}x "
+            f"(target <= 2x: {'ok' if paired['ratio'] <= 2 else 'MISS'})")
     lookup = results.get("ns-lookup")
     if lookup:
         lines.append(
@@ -439,8 +501,15 @@ def measure_all_calls(a: Process, b: Process, ns: Process, codec: Codec,
         ("remote-rpc", Scenario("rpc", "rpc", "rawsocket", 4, 64, ""), b),
     ]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _sc, _callee in scenarios}
+    runs["paired-latency"] = []
     vm = args.topology == "vm"
     for i in range(args.repeat):
+        paired = measure_paired(a, b, ns, codec, vm=vm, warmup=args.warmup,
+                                duration=args.duration)
+        runs["paired-latency"].append({**paired, "warnings": []})
+        print(f"paired-latency {i + 1}/{args.repeat}: local p50 {paired['local_p50_ms']:.3f} ms, "
+              f"remote p50 {paired['remote_p50_ms']:.3f} ms, {paired['ratio']:.2f}x",
+              file=sys.stderr, flush=True)
         for name, sc, callee in scenarios:
             callee_cpu = (0 if callee is a else 1) if vm else None
             run = measure_calls(sc, a, callee, ns, codec=codec, warmup=args.warmup,
@@ -455,7 +524,7 @@ def measure_all_calls(a: Process, b: Process, ns: Process, codec: Codec,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_callee:
-        return serve_callee(args.serve_callee)
+        return serve_callee(args.serve_callee, args.procedure)
     codec = get_codec("msgpack")
     vm = args.topology == "vm"
     pin(0, 0 if vm else 1)

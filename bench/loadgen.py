@@ -111,14 +111,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class Callee:
     """Registers the procedure and answers each INVOCATION with a YIELD echoing its args."""
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, procedure: str = PROCEDURE) -> None:
         self.peer = peer
+        self.procedure = procedure
         self.registration = 0
         self._args = [PAYLOAD]
         self._yield = FramedTemplate(peer.codec, peer.framing, [YIELD, 0, {}, self._args])
 
     def setup(self) -> None:
-        self.peer.send_now([REGISTER, self.peer.request_id(), {}, PROCEDURE])
+        self.peer.send_now([REGISTER, self.peer.request_id(), {}, self.procedure])
         self.registration = self.peer.expect(REGISTERED, SETUP_TIMEOUT, "REGISTERED")[2]
 
     def handle(self, mask: int) -> None:

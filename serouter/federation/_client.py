@@ -334,8 +334,12 @@ class WampClient(TwistedProtocol):
 
     def flush_writes(self) -> None:
         writes, self._writes = self._writes, []
-        if writes and self.transport is not None:
-            write_through(self.transport, writes[0] if len(writes) == 1 else b"".join(writes))
+        if self.transport is None or not writes:
+            return
+        if len(writes) == 1:
+            write_through(self.transport, writes[0])
+        else:  # busy: see write_through
+            self.transport.write(b"".join(writes))
 
     # -- the caller and subscriber roles ------------------------------------------------------
 

@@ -60,6 +60,10 @@ def write_through(transport: Any, data: bytes) -> None:
     empty, sending at once keeps the order and skips that turn; whatever the socket does not
     take, and every error, goes to ``write`` as before (so Twisted notices a lost connection
     the usual way). Only for Twisted's own descriptors (TCP, Unix, Argo) with no TLS layer.
+
+    Callers use it for a lone message (one frame in a batch, or a write outside input
+    handling); a batch of several means a busy connection, where waiting for the turn lets
+    frames from other reads join the same ``send``, which costs less per message under load.
     """
     if (
         isinstance(transport, FileDescriptor)
@@ -231,8 +235,10 @@ class WampProtocol(Protocol):
 
     def flush_writes(self) -> None:
         writes, self._writes = self._writes, []
-        if writes:
-            write_through(self.transport, writes[0] if len(writes) == 1 else b"".join(writes))
+        if len(writes) == 1:
+            write_through(self.transport, writes[0])
+        elif writes:  # a busy connection: Twisted's turn may join more into one send
+            self.transport.write(b"".join(writes))  # type: ignore[union-attr]
 
     def start_session(
         self, serializer: Serializer, kind: str, extra: dict[str, str], max_out: int
