@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.router_process import (
+from tests.raw_clients import (
     CODECS,
     OP_BINARY,
     OP_CLOSE,
@@ -38,14 +38,11 @@ from tests.router_process import (
     OP_PONG,
     OP_TEXT,
     RAWSOCKET_IDS,
-    Listener,
-    RouterProcess,
     frame_header,
     mask,
-    running,
     upgrade_request,
-    use_txaio,
 )
+from tests.router_process import Listener, RouterProcess, running, use_txaio
 
 use_txaio("asyncio")
 

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.router_process import ROLES, Listener, RawWampClient, RouterProcess, free_port
+from tests.raw_clients import ROLES, RawWampClient
+from tests.router_process import Listener, RouterProcess, free_port
 
 
 def _toml_value(value: Any) -> str:

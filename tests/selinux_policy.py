@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from tests.router_process import recv_exactly
+from tests.raw_clients import recv_exactly
 
 ROOT = Path(__file__).resolve().parent.parent
 WAMP_CIL = ROOT / "policy" / "wamp.cil"

@@ -28,7 +28,7 @@ from statistics import mean
 from typing import Any
 
 from tests.hardening_support import LimitedListener, LimitedRouter, fd_limit
-from tests.router_process import RawWampClient, WsClient
+from tests.raw_clients import RawWampClient, WsClient
 
 PROCEDURE, TOPIC = "soak.echo", "soak.topic"
 

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from tests.auth_support import Pki
-from tests.router_process import Listener, RawWampClient, RouterProcess, running, use_txaio
+from tests.raw_clients import RawWampClient
+from tests.router_process import Listener, RouterProcess, running, use_txaio
 
 use_txaio("asyncio")
 

@@ -17,24 +17,22 @@ from typing import Any
 
 import pytest
 
-from tests.router_process import (
+from tests.raw_clients import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
     OP_TEXT,
     ROLES,
-    Listener,
     RawWampClient,
-    RouterProcess,
     WsClient,
     frame_header,
     mask,
     read_until_closed,
     recv_exactly,
-    router_fixture,
     upgrade_request,
 )
+from tests.router_process import Listener, RouterProcess, router_fixture
 
 MAX = 4096  # every listener's max_message_size
 QUICK = 1.0  # handshake_timeout of the *_quick listeners

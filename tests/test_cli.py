@@ -13,15 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.router_process import (
-    OP_CLOSE,
-    ROOT,
-    Listener,
-    RawWampClient,
-    RouterProcess,
-    WsClient,
-    echo_roundtrip,
-)
+from tests.raw_clients import OP_CLOSE, RawWampClient, WsClient, echo_roundtrip
+from tests.router_process import ROOT, Listener, RouterProcess
 
 COMMAND_TIMEOUT = 10.0
 

@@ -15,7 +15,8 @@ import pytest
 
 from serouter.config import ConfigError, parse_config
 from tests.daemon_support import HEAD, Daemon, rawsocket, realms, tcp_listener, unix_listener
-from tests.router_process import ROOT, RawWampClient, echo_roundtrip, free_port
+from tests.raw_clients import RawWampClient, echo_roundtrip
+from tests.router_process import ROOT, free_port
 
 pytestmark = pytest.mark.timeout(60)
 

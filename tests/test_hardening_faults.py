@@ -29,7 +29,8 @@ from tests.hardening_support import (
     settle_rss,
     spawn_client,
 )
-from tests.router_process import RawWampClient, recv_exactly, running
+from tests.raw_clients import RawWampClient, recv_exactly
+from tests.router_process import running
 
 KEEPALIVE = {"ping_interval": 0.5, "ping_timeout": 0.5}
 META = ("wamp.session.on_leave", "wamp.registration.on_unregister",
@@ -246,7 +247,7 @@ def test_callee_stalled_mid_frame(router: LimitedRouter, observer: Observer,
         stalled: Any = RawWampClient.connect(listener)
         session = stalled.session_id
     else:
-        from tests.router_process import WsClient
+        from tests.raw_clients import WsClient
 
         stalled = WsClient.open(listener, "wamp.2.json", realm=None)
         stalled.send([1, "realm1", {"roles": {"callee": {}}}])

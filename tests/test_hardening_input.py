@@ -29,7 +29,7 @@ from serouter.transport._flow import ListenerLimits
 from serouter.transport.rawsocket import RawSocketFactory
 from serouter.transport.websocket import WebSocketFactory
 from tests.hardening_support import LimitedListener, LimitedRouter, joined, settle_rss
-from tests.router_process import (
+from tests.raw_clients import (
     OP_CLOSE,
     OP_PING,
     ROLES,
@@ -37,9 +37,9 @@ from tests.router_process import (
     WsClient,
     frame_header,
     read_until_closed,
-    running,
     upgrade_request,
 )
+from tests.router_process import running
 
 QUICK = {"handshake_timeout": 1.5, "ping_interval": 0.5, "ping_timeout": 0.5,
          "auth_timeout": 0.5, "max_queued_bytes": 1 << 16}

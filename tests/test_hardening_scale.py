@@ -31,7 +31,8 @@ from tests.hardening_support import (
     joined,
     settle_rss,
 )
-from tests.router_process import recv_exactly, running
+from tests.raw_clients import recv_exactly
+from tests.router_process import running
 
 SESSIONS = int(os.environ.get("SEROUTER_SCALE_SESSIONS", "10000"))
 BATCH = 500  # connections opened before their WELCOMEs are read

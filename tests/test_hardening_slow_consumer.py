@@ -28,7 +28,8 @@ from tests.hardening_support import (
     joined,
     settle_rss,
 )
-from tests.router_process import RawWampClient, running
+from tests.raw_clients import RawWampClient
+from tests.router_process import running
 
 EVENTS = 100_000
 PAYLOAD = 1024  # bytes of each event's argument

@@ -11,7 +11,8 @@ from twisted.python.failure import Failure
 
 from serouter.observability._logs import json_record
 from tests.daemon_support import HEAD, Daemon, rawsocket, tcp_listener
-from tests.router_process import RawWampClient, free_port
+from tests.raw_clients import RawWampClient
+from tests.router_process import free_port
 
 TICKET = "correct-horse-battery-staple"
 WRONG = "wrong-horse-battery-staple"

@@ -30,7 +30,8 @@ from serouter.observability import (
 )
 from serouter.service import RouterDaemon, make_factory
 from tests.daemon_support import HEAD, Daemon, rawsocket, realms, tcp_listener
-from tests.router_process import RawWampClient, echo_roundtrip, free_port
+from tests.raw_clients import RawWampClient, echo_roundtrip
+from tests.router_process import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -23,7 +23,8 @@ from tests.packaging_support import (
     needs_system_python,
     zipapp,
 )
-from tests.router_process import ROOT, Listener, RawWampClient, free_port
+from tests.raw_clients import RawWampClient
+from tests.router_process import ROOT, Listener, free_port
 
 __all__ = ["installed", "zipapp"]
 

@@ -14,7 +14,8 @@ import pytest
 from serouter._reload import ReloadRefused, plan_reload
 from serouter.config import Config, parse_config
 from tests.daemon_support import HEAD, Daemon, rawsocket, realms, tcp_listener
-from tests.router_process import RawWampClient, echo_roundtrip, free_port
+from tests.raw_clients import RawWampClient, echo_roundtrip
+from tests.router_process import free_port
 from tests.selinux_policy import A, B, Listener, PolicyBuilder, policies, running
 from tests.test_security_e2e import joined, policy_router
 
