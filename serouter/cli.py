@@ -23,6 +23,7 @@ from serouter import __version__
 from serouter.config import Config, ConfigError, load_config
 from serouter.observability import LOG_FORMATS, log_observer
 from serouter.service import RouterDaemon, install_shutdown
+from serouter.transport.reactor import install_reactor
 
 LOG_LEVELS = {
     "debug": LogLevel.debug,
@@ -120,10 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     levels = start_logging(args.log_level or config.router.log_level, sys.stdout,
                            args.log_format)
-    # Importing the reactor installs it: only once we know we are going to run.
-    from twisted.internet import reactor  # noqa: PLC0415
-
-    return run(config, reactor, None if args.log_level else levels)
+    # Installed only once we know we are going to run.
+    return run(config, install_reactor(), None if args.log_level else levels)
 
 
 if __name__ == "__main__":
