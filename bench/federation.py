@@ -9,6 +9,10 @@ places them on the machine's two CPUs by ``--topology``:
 - ``shared``: both routers (and the name server) on CPU 0, the generator with the callers and
   every callee on CPU 1. No deployment looks like this (A and B take turns on one core and
   evict each other's caches), but it measures how much router CPU a call costs each router.
+- ``one``: every process on CPU 0. With one call in flight the processes only take turns, so
+  one CPU loses no parallelism; what it removes is the wake-up of another CPU (an
+  inter-processor interrupt, dear in a virtual machine) and the idle CPU a router's pass wakes
+  up on. It isolates what the software costs from what crossing CPUs costs.
 
 Then it measures:
 
@@ -177,8 +181,10 @@ class SplitRun(Run):
     """A bench.loadgen run whose callee joins another router than its callers."""
 
     def __init__(self, scenario: Scenario, callers: Target, callee: Target, codec: Codec,
-                 nameserver: Target, *, callee_cpu: int | None = None) -> None:
+                 nameserver: Target, *, callee_cpu: int | None = None,
+                 think: float = 0.0) -> None:
         super().__init__(scenario, callers, codec)
+        self._think = think
         self._callee_target, self._nameserver = callee, nameserver
         self._callee_cpu = callee_cpu  # None: the callee is a session of this process
         self._callee_process: subprocess.Popen[str] | None = None
@@ -196,7 +202,7 @@ class SplitRun(Run):
         if self._callee_target != self._target:
             wait_announced(self._nameserver, self._codec, "bench.echo",
                            f"tcp:{HOST}:{self._callee_target.rawsocket_port}")
-        self.callers = [Caller(self._peer(f"caller{i}"), self.stats, sc.window)
+        self.callers = [Caller(self._peer(f"caller{i}"), self.stats, sc.window, self._think)
                         for i in range(sc.sessions)]
         self._attach_all()
 
@@ -255,9 +261,9 @@ def serve_callee(address: str, procedure: str) -> int:
 
 def measure_calls(sc: Scenario, callers: Process, callee: Process, nameserver: Process, *,
                   codec: Codec, warmup: float, duration: float,
-                  callee_cpu: int | None = None) -> dict[str, Any]:
+                  callee_cpu: int | None = None, think: float = 0.0) -> dict[str, Any]:
     run = SplitRun(sc, callers.target(), callee.target(), codec, nameserver.target(),
-                   callee_cpu=callee_cpu)
+                   callee_cpu=callee_cpu, think=think)
     gc.collect()
     gc.disable()
     try:
@@ -306,12 +312,36 @@ def wait_announced(nameserver: Target, codec: Codec, procedure: str, endpoint: s
         probe.close()
 
 
-def measure_paired(a: Process, b: Process, ns: Process, codec: Codec, *, vm: bool,
+@dataclass(frozen=True)
+class Placement:
+    """The CPU of each process (``--topology``). Router A and the name server are on CPU 0.
+    A callee of ``None`` is a session of the generator's own process."""
+
+    generator: int
+    b: int
+    local_callee: int | None
+    remote_callee: int | None
+
+    def callee_process(self, *, local: bool) -> int:
+        """Where a callee that must be a process of its own runs."""
+        cpu = self.local_callee if local else self.remote_callee
+        return self.generator if cpu is None else cpu
+
+
+PLACEMENTS = {
+    "vm": Placement(generator=0, b=1, local_callee=0, remote_callee=1),
+    "shared": Placement(generator=1, b=0, local_callee=None, remote_callee=None),
+    "one": Placement(generator=0, b=0, local_callee=0, remote_callee=0),
+}
+
+
+def measure_paired(a: Process, b: Process, ns: Process, codec: Codec, *, place: Placement,
                    warmup: float, duration: float) -> dict[str, Any]:
     """One caller on A alternating a local and a remote call, one outstanding; the p50s."""
-    callees = [start_callee(a.target(), 0 if vm else 1, "bench.echo.a")]
+    callees = [start_callee(a.target(), place.callee_process(local=True), "bench.echo.a")]
     try:
-        callees.append(start_callee(b.target(), 1, "bench.echo.b"))
+        callees.append(start_callee(b.target(), place.callee_process(local=False),
+                                    "bench.echo.b"))
         wait_announced(ns.target(), codec, "bench.echo.b", f"tcp:{HOST}:{b.port}")
         caller = session(a.target(), codec, "caller")
         frames = [FramedTemplate(codec, caller.framing, [CALL, 0, {}, f"bench.echo.{x}",
@@ -436,8 +466,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runs of each call scenario (interleaved); medians reported")
     p.add_argument("--nice", type=int, help="run everything at this nice value (root: < 0)")
     p.add_argument("--skip", nargs="*", default=[], choices=["calls", "lookups"])
-    p.add_argument("--topology", choices=["vm", "shared"], default="vm",
+    p.add_argument("--topology", choices=sorted(PLACEMENTS), default="vm",
                    help="where routers and clients run (see above)")
+    p.add_argument("--think-us", type=float, default=0.0,
+                   help="in local-/remote-latency, the caller idles this long after each "
+                        "result (an experiment: how an idle CPU slows the next pass)")
     p.add_argument("--serve-callee", metavar="HOST:PORT", help=argparse.SUPPRESS)
     p.add_argument("--procedure", default="bench.echo", help=argparse.SUPPRESS)
     p.add_argument("--no-save", action="store_true")
@@ -504,18 +537,19 @@ def measure_all_calls(a: Process, b: Process, ns: Process, codec: Codec,
     ]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _sc, _callee in scenarios}
     runs["paired-latency"] = []
-    vm = args.topology == "vm"
+    place = PLACEMENTS[args.topology]
     for i in range(args.repeat):
-        paired = measure_paired(a, b, ns, codec, vm=vm, warmup=args.warmup,
+        paired = measure_paired(a, b, ns, codec, place=place, warmup=args.warmup,
                                 duration=args.duration)
         runs["paired-latency"].append({**paired, "warnings": []})
         print(f"paired-latency {i + 1}/{args.repeat}: local p50 {paired['local_p50_ms']:.3f} ms, "
               f"remote p50 {paired['remote_p50_ms']:.3f} ms, {paired['ratio']:.2f}x",
               file=sys.stderr, flush=True)
         for name, sc, callee in scenarios:
-            callee_cpu = (0 if callee is a else 1) if vm else None
+            callee_cpu = place.local_callee if callee is a else place.remote_callee
+            think = args.think_us / 1e6 if sc.window == 1 else 0.0
             run = measure_calls(sc, a, callee, ns, codec=codec, warmup=args.warmup,
-                                duration=args.duration, callee_cpu=callee_cpu)
+                                duration=args.duration, callee_cpu=callee_cpu, think=think)
             runs[name].append(run)
             print(f"{name} {i + 1}/{args.repeat}: p50 {run['p50_ms']:.3f} ms, "
                   f"routers {run['routers_us_per_op']:.1f} µs/op, "
@@ -528,8 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_callee:
         return serve_callee(args.serve_callee, args.procedure)
     codec = get_codec("msgpack")
-    vm = args.topology == "vm"
-    pin(0, 0 if vm else 1)
+    place = PLACEMENTS[args.topology]
+    pin(0, place.generator)
     if args.nice is not None:  # before the routers start: they inherit it
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     results: dict[str, dict[str, Any]] = {}
@@ -539,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             ns = fed.start("nameserver", "nameserver")
             if "calls" not in args.skip:
                 a = fed.start("a", "router", ns.port, cpu=0)
-                b = fed.start("b", "router", ns.port, cpu=1 if vm else 0)
+                b = fed.start("b", "router", ns.port, cpu=place.b)
                 results.update(measure_all_calls(a, b, ns, codec, args))
             if "lookups" not in args.skip:
                 results["ns-lookup"] = measure_lookups(ns, codec, args.routers, args.per_router,

@@ -150,12 +150,14 @@ class Callee:
 
 
 class Caller:
-    """Keeps ``window`` calls outstanding; latency is CALL sent -> RESULT received."""
+    """Keeps ``window`` calls outstanding; latency is CALL sent -> RESULT received. With
+    ``think`` (seconds), it sleeps that long after each read before it calls again."""
 
-    def __init__(self, peer: Peer, stats: Stats, window: int) -> None:
+    def __init__(self, peer: Peer, stats: Stats, window: int, think: float = 0.0) -> None:
         self.peer = peer
         self.stats = stats
         self.window = window
+        self.think = think
         self.active = True
         self.pending: dict[int, float] = {}
         self._call = FramedTemplate(peer.codec, peer.framing, [CALL, 0, {}, PROCEDURE, [PAYLOAD]])
@@ -180,6 +182,8 @@ class Caller:
                 latencies.append(now - sent)
         stats.ops += len(messages)
         if self.active and messages:
+            if self.think:
+                time.sleep(self.think)
             self.issue(len(messages))
 
     def issue(self, count: int) -> None:
