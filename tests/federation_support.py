@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tests.router_process import ROOT, Listener, RouterProcess, free_port
+from tests.router_process import ROOT, Listener, RouterProcess, free_port, toml_table
 from tests.xenstore_server._process import XenstoredProcess
 
 START_TIMEOUT = 30.0  # a generous bound: a loaded 2-core machine imports slowly
@@ -42,20 +42,20 @@ class FederatedRouter(RouterProcess):
         xenstore: XenstoredProcess | None = None,
         domid: int = 0,
         nameserver: str | None = None,
-        access: str = '[access]\nbackend = "allow-all"\n',
+        access: Mapping[str, Any] | None = None,
         listeners: Sequence[Listener] | None = None,
         realms: Sequence[str] = ("realm1",),
         extra: str = "",
         log_level: str = "info",
     ) -> None:
         super().__init__(listeners or [Listener("websocket"), Listener("rawsocket")],
-                         realms=realms, shutdown_timeout=3.0, log_level=log_level)
+                         realms=realms, shutdown_timeout=3.0, log_level=log_level,
+                         access=access)
         self.name = name
         self.mode = mode
         self.xenstore = xenstore
         self.domid = domid
         self.nameserver = nameserver  # static discovery; None: XenStore
-        self.access = access
         self.extra = extra
         self._addressed = False
 
@@ -73,7 +73,7 @@ class FederatedRouter(RouterProcess):
     def config_text(self) -> str:
         text = (f"[router]\nmode = {json.dumps(self.mode)}\n"
                 f"log_level = {json.dumps(self.log_level)}\n"
-                f"shutdown_timeout = {self.shutdown_timeout}\n" + self.access)
+                f"shutdown_timeout = {self.shutdown_timeout}\n" + toml_table("access", self.access))
         text += "".join(f"[[realms]]\nname = {json.dumps(r)}\n" for r in self.realms)
         text += "".join(listener.toml() for listener in self.listeners)
         if self.mode == "nameserver":
@@ -143,7 +143,7 @@ class Cluster:
     """xenstored, a name server in dom0 publishing through XenStore, and routers in guests."""
 
     def __init__(self, names: Sequence[str] = ("a", "b", "c"), *, xenstore: bool = True,
-                 nameserver_access: str = '[access]\nbackend = "allow-all"\n') -> None:
+                 nameserver_access: Mapping[str, Any] | None = None) -> None:
         domains = {i + 1: (f"vm-{n}", UUIDS.get(i + 1)) for i, n in enumerate(names)}
         self.xenstored = XenstoredProcess(domains) if xenstore else None
         self.nameserver = FederatedRouter("nameserver", mode="nameserver",

@@ -4,7 +4,8 @@ libraries never send.
 ``RawWampClient`` and ``WsClient`` speak WAMP over RawSocket and WebSocket with blocking
 sockets and hand-made frames, so tests can send exactly the bytes they mean, and still have
 healthy sessions to prove the router keeps serving. ``recv_exactly``, ``read_until_closed``,
-``frame_header``, ``mask`` and ``upgrade_request`` are the pieces, for tests that go lower still.
+``frame_header``, ``mask`` and ``upgrade_request`` are the pieces, for tests that go lower still;
+``connect_as`` connects to a Unix socket as another uid (the peer credentials the router sees).
 """
 
 from __future__ import annotations
@@ -41,6 +42,38 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
             raise EOFError(f"connection closed after {len(data)} of {n} bytes")
         data += chunk
     return data
+
+
+def connect_as(path: str, uid: int, timeout: float = 5.0) -> socket.socket:
+    """A Unix stream socket connected to ``path`` by a child process running as ``uid``:
+    the router's SO_PEERCRED then says ``uid``, as the kernel recorded it at connect().
+    The socket comes back over SCM_RIGHTS, blocking with ``timeout``; needs root."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent.settimeout(timeout)
+    pid = os.fork()
+    if pid == 0:  # the child: become uid, connect, hand the socket over, exit
+        code = 1
+        try:
+            parent.close()
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            socket.send_fds(child, [b"s"], [sock.fileno()])
+            code = 0
+        finally:
+            os._exit(code)
+    child.close()
+    try:
+        _msg, fds, _flags, _addr = socket.recv_fds(parent, 1, 1)
+    finally:
+        parent.close()
+        _pid, status = os.waitpid(pid, 0)
+    assert fds and os.waitstatus_to_exitcode(status) == 0, "the child could not connect"
+    sock = socket.socket(fileno=fds[0])
+    sock.settimeout(timeout)
+    return sock
 
 
 def read_until_closed(sock: socket.socket, limit: int = 1 << 20) -> bytes:
@@ -85,11 +118,17 @@ class RawWampClient:
         assert reply[0] == 0x7F and reply[1] & 0x0F == RAWSOCKET_IDS[self.serializer], reply
         return reply
 
-    def join(self, realm: str = "realm1") -> None:
+    def hello(self, realm: str = "realm1") -> list[Any]:
+        """HELLO; the reply, WELCOME (its session id kept) or ABORT."""
         self.send([1, realm, {"roles": ROLES}])
-        welcome = self.recv()
+        reply = self.recv()
+        if reply[0] == 2:
+            self.session_id = reply[1]
+        return reply
+
+    def join(self, realm: str = "realm1") -> None:
+        welcome = self.hello(realm)
         assert welcome[0] == 2, welcome
-        self.session_id = welcome[1]
 
     def next_request(self) -> int:
         self.request += 1
@@ -116,15 +155,41 @@ class RawWampClient:
         self.send(message)
         return self.recv()
 
+    def ask(self, message_type: int, *fields: Any) -> list[Any]:
+        """A request (``message_type``, the next request id, ``fields``); the reply as received,
+        ERROR included."""
+        return self.request_reply([message_type, self.next_request(), *fields])
+
     def register(self, procedure: str) -> int:
-        reply = self.request_reply([64, self.next_request(), {}, procedure])
+        reply = self.ask(64, {}, procedure)
         assert reply[0] == 65, reply
         return int(reply[2])
 
-    def subscribe(self, topic: str) -> int:
-        reply = self.request_reply([32, self.next_request(), {}, topic])
+    def subscribe(self, topic: str, options: dict[str, Any] | None = None) -> int:
+        reply = self.ask(32, options or {}, topic)
         assert reply[0] == 33, reply
         return int(reply[2])
+
+    def call(self, procedure: str, args: list[Any] | None = None) -> list[Any]:
+        """CALL; the reply, RESULT or ERROR."""
+        return self.ask(48, {}, procedure, args or [])
+
+    def publish(self, topic: str, args: list[Any] | None = None, *,
+                acknowledge: bool = False) -> None:
+        """PUBLISH; an acknowledged one's PUBLISHED or ERROR is for ``recv``."""
+        self.send([16, self.next_request(), {"acknowledge": acknowledge}, topic, args or []])
+
+    def nothing_within(self, seconds: float = 0.3) -> bool:
+        """True if the router sends nothing for ``seconds``."""
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(seconds)
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            return True
+        finally:
+            self.sock.settimeout(timeout)
+        return False
 
     def expect_closed(self, within: float = 2.0) -> bytes:
         """Whatever the router sends before closing; fails if it keeps the connection open."""

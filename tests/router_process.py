@@ -5,7 +5,9 @@ dir), runs ``python -m serouter run -c FILE``, waits until every listener accept
 and stops the router with SIGTERM, keeping its exit code and its log. Every wait is bounded.
 ``router_fixture`` makes a pytest fixture of it, ``running`` a context for fixtures with their
 own router class; trial TestCases call ``start`` and ``stop_cleanly`` from their set-up and
-tear-down. The hand-rolled wire clients that talk to it are in ``tests.raw_clients``.
+tear-down. The [access] table is a mapping (allow-all unless given), so the SELinux tests run
+the same process with a policy. The hand-rolled wire clients that talk to it are in
+``tests.raw_clients``.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +49,22 @@ class Listener:
     path: str = "/ws"
     max_message_size: int | None = None
     handshake_timeout: float | None = None
+    label: str | None = None  # the security context of every peer on this listener
     endpoint: str | None = None
     port: int = 0  # set at start for TCP listeners
     unix_path: str = ""  # set at start for "unix:" listeners
 
     def __post_init__(self) -> None:
         self.name = self.name or self.transport
+
+    def assign_address(self) -> None:
+        """A free loopback port for a TCP listener (a new one each time); a Unix listener's
+        path from its endpoint."""
+        if self.endpoint is None or self.port:
+            self.port = free_port()
+            self.endpoint = f"tcp:{self.port}:interface=127.0.0.1"
+        elif self.endpoint.startswith("unix:"):
+            self.unix_path = self.endpoint.split(":")[1]
 
     def toml(self) -> str:
         assert self.endpoint is not None
@@ -68,6 +80,8 @@ class Listener:
             lines.append(f"max_message_size = {self.max_message_size}")
         if self.handshake_timeout is not None:
             lines.append(f"handshake_timeout = {self.handshake_timeout}")
+        if self.label is not None:
+            lines.append(f"label = {json.dumps(self.label)}")
         return "\n".join(lines) + "\n"
 
     def connect(self, timeout: float = 5.0) -> socket.socket:
@@ -86,6 +100,24 @@ def default_listeners() -> list[Listener]:
     return [Listener("websocket"), Listener("rawsocket")]
 
 
+def toml_table(name: str, table: Mapping[str, Any]) -> str:
+    """``[name]`` with ``table``'s keys; a value that is a mapping itself becomes the subtable
+    ``[name.key]`` (``{"uid_labels": {1001: A}}`` is ``[access.uid_labels]``)."""
+    text = f"[{name}]\n"
+    subtables = ""
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            subtables += toml_table(f"{name}.{toml_key(key)}", value)
+        else:
+            text += f"{toml_key(key)} = {json.dumps(value)}\n"
+    return text + subtables
+
+
+def toml_key(key: object) -> str:
+    text = str(key)
+    return text if text and all(c.isalnum() or c in "_-" for c in text) else json.dumps(text)
+
+
 class RouterProcess:
     """A serouter subprocess: ``start()`` returns once every listener accepts connections."""
 
@@ -95,11 +127,14 @@ class RouterProcess:
         realms: Sequence[str] = ("realm1",),
         shutdown_timeout: float = 3.0,
         log_level: str = "info",
+        access: Mapping[str, Any] | None = None,
     ) -> None:
         self.listeners = list(listeners) if listeners is not None else default_listeners()
         self.realms = tuple(realms)
         self.shutdown_timeout = shutdown_timeout
         self.log_level = log_level
+        # a file must name its access backend; most of these tests are about the protocol
+        self.access = dict(access) if access is not None else {"backend": "allow-all"}
         self._tmp = tempfile.TemporaryDirectory(prefix="serouter-e2e-")
         self.dir = Path(self._tmp.name)
         self.config_path = self.dir / "serouter.toml"
@@ -113,19 +148,14 @@ class RouterProcess:
 
     def _assign_addresses(self) -> None:
         for listener in self.listeners:
-            if listener.endpoint is None or listener.port:
-                listener.port = free_port()
-                listener.endpoint = f"tcp:{listener.port}:interface=127.0.0.1"
-            elif listener.endpoint.startswith("unix:"):
-                listener.unix_path = listener.endpoint.split(":")[1]
+            listener.assign_address()
 
     def config_text(self) -> str:
         realms = "".join(f"[[realms]]\nname = {json.dumps(r)}\n" for r in self.realms)
         return (
             f"[router]\nlog_level = {json.dumps(self.log_level)}\n"
             f"shutdown_timeout = {self.shutdown_timeout}\n"
-            # a file must name its access backend; these tests are about the protocol
-            '[access]\nbackend = "allow-all"\n'
+            + toml_table("access", self.access)
             + realms
             + "".join(listener.toml() for listener in self.listeners)
         )
@@ -207,6 +237,16 @@ class RouterProcess:
         finally:
             self._final_output = self.output
             self._tmp.cleanup()
+
+    def sighup(self, expect: str, timeout: float = 10.0) -> None:
+        """Send SIGHUP and wait until the log shows ``expect`` once more than before."""
+        before = self.output.count(expect)
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.output.count(expect) <= before:
+            assert time.monotonic() < deadline, f"no {expect!r} after SIGHUP:\n{self.output}"
+            time.sleep(0.05)
 
     @property
     def running(self) -> bool:

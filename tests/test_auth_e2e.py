@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.auth_support import Pki
-from tests.raw_clients import RawWampClient
+from tests.raw_clients import RawWampClient, connect_as
 from tests.router_process import Listener, RouterProcess, running, use_txaio
 
 use_txaio("asyncio")
@@ -462,37 +462,6 @@ def test_tls_optional_certificate(setup: Setup) -> None:
 
 
 # -- transport (SO_PEERCRED) ------------------------------------------------------------------
-
-
-def connect_as(path: str, uid: int) -> socket.socket:
-    """A Unix socket connected by a child process running as ``uid``, passed back to us.
-
-    SO_PEERCRED records the credentials at connect(), so the router sees ``uid`` while this
-    (root) process speaks WAMP over the socket with a real client.
-    """
-    ours, theirs = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:  # the child: drop to uid, connect, hand the socket over, exit
-        status = 1
-        try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            conn.connect(path)
-            socket.send_fds(theirs, [b"s"], [conn.fileno()])
-            status = 0
-        finally:
-            os._exit(status)
-    theirs.close()
-    _, status = os.waitpid(pid, 0)
-    assert status == 0, f"the child running as uid {uid} failed"
-    ours.settimeout(STEP_TIMEOUT)
-    _, fds, _, _ = socket.recv_fds(ours, 1, 1)
-    ours.close()
-    conn = socket.socket(fileno=fds[0])
-    conn.setblocking(False)
-    return conn
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="connecting as other uids needs root")

@@ -10,7 +10,6 @@ here are the name server's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -65,25 +64,15 @@ def label(vm: str) -> str:
     return f"system_u:system_r:vm_{vm}_t:s0"
 
 
-class LabeledListener(Listener):
-    def __init__(self, name: str, context: str) -> None:
-        super().__init__("rawsocket", name=name)
-        self.context = context
-
-    def toml(self) -> str:
-        return super().toml() + f"label = {json.dumps(self.context)}\n"
-
-
 @pytest.fixture(scope="module")
 def routers(policies: PolicyBuilder) -> Iterator[dict[str, FederatedRouter]]:
     policy = policies.build("federation", BASE_CIL, WAMP_CIL, MODULE)
     contexts = policies.contexts(CONTEXTS, name="federation_contexts")
     nameserver = FederatedRouter(
         "nameserver", mode="nameserver",
-        listeners=[LabeledListener("rawsocket", label("a")),
-                   *(LabeledListener(f"vm-{vm}", label(vm)) for vm in VMS)],
-        access=(f'[access]\nbackend = "policy-file"\npolicy = {json.dumps(str(policy))}\n'
-                f"contexts = {json.dumps(str(contexts))}\n"),
+        listeners=[Listener("rawsocket", label=label("a")),
+                   *(Listener("rawsocket", name=f"vm-{vm}", label=label(vm)) for vm in VMS)],
+        access={"backend": "policy-file", "policy": str(policy), "contexts": str(contexts)},
     )
     started: dict[str, FederatedRouter] = {"nameserver": nameserver}
     try:

@@ -7,7 +7,6 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,15 +14,15 @@ from serouter._reload import ReloadRefused, plan_reload
 from serouter.config import Config, parse_config
 from tests.daemon_support import HEAD, Daemon, rawsocket, realms, tcp_listener
 from tests.raw_clients import RawWampClient, echo_roundtrip
-from tests.router_process import free_port
-from tests.selinux_policy import A, B, Listener, PolicyBuilder, policies, running
-from tests.test_security_e2e import joined, policy_router
+from tests.router_process import Listener, RouterProcess, free_port, running
+from tests.selinux_policy import A, B, PolicyBuilder, policies
+from tests.test_security_e2e import joined, labeled, policy_router
 
 __all__ = ["policies"]
 
 pytestmark = pytest.mark.timeout(90)
 
-ERROR, SUBSCRIBE, SUBSCRIBED, REGISTER, REGISTERED = 8, 32, 33, 64, 65
+ERROR, SUBSCRIBE, REGISTER = 8, 32, 64
 
 TCP = "tcp:{}:interface=127.0.0.1"
 
@@ -183,40 +182,41 @@ def test_sighup_applies_new_contexts_and_a_new_labeled_listener(policies: Policy
     com.other.* to example_uri_t and SIGHUP let B's live session subscribe on its next message;
     a listener labeled A added in the same reload serves A sessions."""
     router = policy_router(policies)
-    router.listeners = [Listener("a", A), Listener("b", B)]
+    router.listeners = [labeled("a", A), labeled("b", B)]
     with running(router):
         b = joined(router, "b")
-        assert b.subscribe("com.example.news")[0] == SUBSCRIBED
-        assert b.subscribe("com.other.news")[:2] == [ERROR, SUBSCRIBE]
+        b.subscribe("com.example.news")  # asserts SUBSCRIBED
+        assert b.ask(SUBSCRIBE, {}, "com.other.news")[:2] == [ERROR, SUBSCRIBE]
         contexts = Path(router.access["contexts"])
         contexts.write_text(contexts.read_text()
                             + "uri com.other.* system_u:object_r:example_uri_t:s0\n")
-        add_listener(router, Listener("a2", A))
-        router.sighup("reloaded " + str(router.config))
+        add_listener(router, labeled("a2", A))
+        router.sighup("reloaded " + str(router.config_path))
         assert "1 listeners added" in router.output
-        assert b.subscribe("com.other.news")[0] == SUBSCRIBED  # the same session, next message
-        assert joined(router, "a2").register("com.example.add")[0] == REGISTERED  # labeled A
-        assert b.register("com.example.other")[:2] == [ERROR, REGISTER]  # B still may not
+        b.subscribe("com.other.news")  # SUBSCRIBED: the same session, next message
+        joined(router, "a2").register("com.example.add")  # REGISTERED: labeled A
+        assert b.ask(REGISTER, {}, "com.example.other")[:2] == [ERROR, REGISTER]  # B may not
 
 
 def test_sighup_with_a_corrupt_policy_keeps_config_and_policy(policies: PolicyBuilder) -> None:
     """A corrupt policy file refuses the whole reload: a listener added in the same file is
     not opened, and decisions stay as they were."""
     router = policy_router(policies)
-    router.listeners = [Listener("a", A), Listener("b", B)]
+    router.listeners = [labeled("a", A), labeled("b", B)]
     with running(router):
         b = joined(router, "b")
         Path(router.access["policy"]).write_bytes(b"\x8c\xff\x7c\xf9garbage")
-        added = add_listener(router, Listener("a2", A))
+        added = add_listener(router, labeled("a2", A))
         router.sighup("reload refused, the running configuration stays")
         assert "the policy or the contexts file was refused" in router.output
         with pytest.raises(OSError):
             added.connect()
-        assert b.subscribe("com.example.news")[0] == SUBSCRIBED
+        b.subscribe("com.example.news")  # asserts SUBSCRIBED
 
 
-def add_listener(router: Any, listener: Listener) -> Listener:
+def add_listener(router: RouterProcess, listener: Listener) -> Listener:
     """Append one listener to the router's configuration file (the others keep their ports)."""
+    listener.assign_address()
     router.listeners.append(listener)
-    router.config.write_text(router.config.read_text() + listener.toml(router.directory))
+    router.config_path.write_text(router.config_path.read_text() + listener.toml())
     return listener

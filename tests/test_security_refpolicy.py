@@ -15,7 +15,8 @@ import pytest
 from serouter.core.access import Action, Subject
 from serouter.security._manager import ObjectManager
 from serouter.security._servers import PolicyFileServer
-from tests.selinux_policy import ROOT, WAMP_CIL, require_tool
+from tests.router_process import ROOT
+from tests.selinux_policy import WAMP_CIL, require_tool
 
 pytestmark = pytest.mark.timeout(300)
 
