@@ -1,4 +1,4 @@
-"""The reactor the daemon runs on: Twisted's epoll reactor, one wrapper lighter per event.
+"""The reactor the daemon runs on: Twisted's epoll reactor without a wrapper per event.
 
 Twisted's epoll reactor hands each ready descriptor to its handler through
 ``log.callWithLogger``, which builds a logging context (a dict copy and five Python calls) so
@@ -21,6 +21,7 @@ from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import Logger
 
 log = Logger(namespace="serouter.reactor")
+
 
 class LeanEPollReactor(EPollReactor):
     """``EPollReactor`` without the per-event logging context."""
