@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.raw_clients import ROLES, RawWampClient
-from tests.router_process import Listener, RouterProcess, free_port
+from tests.router_process import Listener, RouterProcess
 
 
 def _toml_value(value: Any) -> str:
@@ -40,6 +40,9 @@ class LimitedListener(Listener):
     # Twisted listens with a backlog of 50: bursts of connections past it have SYNs dropped
     # and retried a second later. The tests open connections in bursts.
     backlog: int = 1024
+
+    def tcp_endpoint(self) -> str:
+        return f"tcp:{self.port}:interface={self.host}:backlog={self.backlog}"
 
     def toml(self) -> str:
         extra = "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.options.items())
@@ -68,16 +71,6 @@ class LimitedRouter(RouterProcess):
         self.realm_names = tuple(realms)
         self.realm_options = dict(realm_options or {})
         self.extra_toml = extra_toml
-
-    def _assign_addresses(self) -> None:
-        for listener in self.listeners:
-            host = getattr(listener, "host", "127.0.0.1")
-            backlog = getattr(listener, "backlog", 50)
-            if listener.endpoint is None or listener.port:
-                listener.port = free_port()
-                listener.endpoint = f"tcp:{listener.port}:interface={host}:backlog={backlog}"
-            elif listener.endpoint.startswith("unix:"):
-                listener.unix_path = listener.endpoint.split(":")[1]
 
     def config_text(self) -> str:
         extra = "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.realm_options.items())

@@ -62,9 +62,13 @@ class Listener:
         path from its endpoint."""
         if self.endpoint is None or self.port:
             self.port = free_port()
-            self.endpoint = f"tcp:{self.port}:interface=127.0.0.1"
+            self.endpoint = self.tcp_endpoint()
         elif self.endpoint.startswith("unix:"):
             self.unix_path = self.endpoint.split(":")[1]
+
+    def tcp_endpoint(self) -> str:
+        """The endpoint string of a TCP listener on ``self.port``."""
+        return f"tcp:{self.port}:interface=127.0.0.1"
 
     def toml(self) -> str:
         assert self.endpoint is not None
